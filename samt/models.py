@@ -1,0 +1,79 @@
+"""Models: plain ``nn.Sequential`` networks whose parametrized layers SAMT splits into blocks.
+
+Every model here is an ``nn.Sequential`` of Linear/Conv2d layers followed by parameter-free
+modules (activations, pooling, flatten) and optional normalization layers. That is the structure
+``samt.optim.SAMT`` needs (see ``samt.optim.blocks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class ModelConfigError(ValueError):
+    """A model was asked for with settings it cannot satisfy."""
+
+
+def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
+        activation: str = "relu") -> nn.Sequential:
+    """Fully connected network: flatten, then ``hidden`` layers with ``activation``, then output."""
+    if len(hidden) == 0:
+        raise ModelConfigError("model.hidden must list at least one hidden width, e.g. [400]")
+    act = _activation(activation)
+    in_features = 1
+    for size in input_shape:
+        in_features *= int(size)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in hidden:
+        layers += [nn.Linear(in_features, int(width)), act()]
+        in_features = int(width)
+    layers.append(nn.Linear(in_features, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64),
+        hidden: int = 128, activation: str = "relu") -> nn.Sequential:
+    """Small CNN: per entry of ``channels`` a 3x3 conv + activation + 2x2 max-pool, then an MLP head.
+
+    Fits 28x28x1 (MNIST-like) and 32x32x3 (CIFAR) inputs; any image of at least 2**len(channels)
+    pixels per side works.
+    """
+    if len(input_shape) != 3:
+        raise ModelConfigError(
+            f"model=cnn needs image inputs (C, H, W); this dataset gives input shape "
+            f"{tuple(input_shape)}. Use model=mlp or model=regression_mlp for tabular data.")
+    c, h, w = (int(s) for s in input_shape)
+    if min(h, w) < 2 ** len(channels):
+        raise ModelConfigError(
+            f"model=cnn with {len(channels)} pooling stages needs images of at least "
+            f"{2 ** len(channels)} pixels per side; got {h}x{w}")
+    act = _activation(activation)
+    layers: list[nn.Module] = []
+    for out_c in channels:
+        layers += [nn.Conv2d(c, int(out_c), 3, padding=1), act(), nn.MaxPool2d(2)]
+        c, h, w = int(out_c), h // 2, w // 2
+    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), act(), nn.Linear(hidden, num_outputs)]
+    return nn.Sequential(*layers)
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+
+
+def _activation(name: str) -> type[nn.Module]:
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ModelConfigError(
+            f"unknown activation {name!r}; allowed: {sorted(_ACTIVATIONS)}") from None
+
+
+MODELS = {"mlp": mlp, "cnn": cnn, "regression_mlp": mlp}
+
+
+def build_model(name: str, input_shape: Sequence[int], num_outputs: int, **kwargs) -> nn.Sequential:
+    """Build model ``name`` (a key of ``MODELS``) for the given input shape and output count."""
+    if name not in MODELS:
+        raise ModelConfigError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
+    return MODELS[name](input_shape, num_outputs, **kwargs)

@@ -1,0 +1,65 @@
+"""Standard ``torch.optim`` optimizers behind the same ``step(inputs, targets)`` interface as SAMT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from samt.optim.blocks import split_units
+
+BASELINES: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+
+class TorchOptimizerStep:
+    """Forward, backward and a ``torch.optim`` step; non-finite loss or gradient skips the step."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 optimizer: torch.optim.Optimizer):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.layers = len(split_units(model)) if isinstance(model, nn.Sequential) else 1
+        self.iteration = 0
+        self.param_updates = 0
+        self.skipped_total = 0
+        self._skipped_epoch = 0
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One mini-batch update; returns the detached loss before the update."""
+        self.iteration += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(inputs), targets)
+        loss.backward()
+        sums = torch.stack([loss.detach()] + [p.grad.sum() for p in self.params if p.grad is not None])
+        if bool(torch.isfinite(sums).all()):
+            self.optimizer.step()
+            self.param_updates += self.layers
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_total += 1
+            self._skipped_epoch += 1
+        return loss.detach()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def epoch_stats(self) -> dict[str, float]:
+        """Skipped updates since the last call (baselines have no per-block statistics)."""
+        out = {"skipped": float(self._skipped_epoch)}
+        self._skipped_epoch = 0
+        return out
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
+                "param_updates": self.param_updates, "skipped_total": self.skipped_total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = state["iteration"]
+        self.param_updates = state["param_updates"]
+        self.skipped_total = state["skipped_total"]

@@ -1,0 +1,140 @@
+"""SAMT's composable pieces: gradient features, eta model, projection, step shapes, combine.
+
+Each piece is a small pure function (or module) so that an ablation is a config switch:
+``features -> eta model -> projection -> combine -> clamp``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+FEATURE_NAMES = ("mean", "var", "max", "min", "norm")
+STEP_TYPES = ("scalar", "element", "row", "column")
+PROJECTIONS = ("sigmoid", "tanh")
+COMBINES = ("convex", "learned", "fixed")
+META_MODES = ("exact", "lookahead", "hypergradient")
+ORDERS = ("top_down", "bottom_up", "random")
+
+
+# --- step shapes -------------------------------------------------------------------------------
+
+def step_shape(step_type: str, weight_shape: torch.Size) -> tuple[int, ...]:
+    """Shape of the trainable step for a weight of ``weight_shape`` = (out, in, ...)."""
+    ndim = len(weight_shape)
+    if step_type == "scalar":
+        return ()
+    if step_type == "element":
+        return tuple(weight_shape)
+    if ndim < 2:
+        raise ValueError(f"step_type={step_type!r} needs a weight with >= 2 dims, got {weight_shape}")
+    if step_type == "row":
+        return (weight_shape[0],) + (1,) * (ndim - 1)
+    if step_type == "column":
+        return (1, weight_shape[1]) + (1,) * (ndim - 2)
+    raise ValueError(f"unknown step_type {step_type!r}; allowed: {list(STEP_TYPES)}")
+
+
+def secondary_step(weight_step: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """Step for a bias / normalization parameter: the weight's step reduced to its own shape.
+
+    Row and element types give one step per output unit (mean over the other dims); scalar and
+    column types give the block's mean step.
+    """
+    if weight_step.dim() == 0:
+        return weight_step
+    per_unit = weight_step.mean(dim=tuple(range(1, weight_step.dim())))
+    if per_unit.shape[0] == 1 or per_unit.shape[0] != param.shape[0]:
+        return per_unit.mean()
+    return per_unit.reshape((-1,) + (1,) * (param.dim() - 1))
+
+
+# --- features ----------------------------------------------------------------------------------
+
+def squash(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log1p(|x|)``: keeps feature scales comparable across layers and training."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def gradient_features(g: torch.Tensor, group_dim: int | None = None) -> torch.Tensor:
+    """Raw ``[mean, var, max, min, norm]`` of ``g`` in two fused reductions.
+
+    ``group_dim=None`` gives shape (5,); otherwise one row of features per index of ``group_dim``,
+    shape (g.shape[group_dim], 5).
+    """
+    if group_dim is None:
+        flat = g.reshape(1, -1)
+    else:
+        flat = g.movedim(group_dim, 0).reshape(g.shape[group_dim], -1)
+    var, mean = torch.var_mean(flat, dim=1, correction=0)
+    mn, mx = torch.aminmax(flat, dim=1)
+    norm = torch.sqrt(flat.shape[1] * (var + mean * mean))
+    feats = torch.stack([mean, var, mx, mn, norm], dim=1)
+    return feats[0] if group_dim is None else feats
+
+
+def feature_indices(names: list[str] | tuple[str, ...]) -> list[int]:
+    """Column indices of the selected feature ``names`` (a non-empty subset of FEATURE_NAMES)."""
+    if not names:
+        raise ValueError(f"features must name at least one of {list(FEATURE_NAMES)}")
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown feature(s) {unknown}; allowed: {list(FEATURE_NAMES)}")
+    return [FEATURE_NAMES.index(n) for n in names]
+
+
+# --- eta model ---------------------------------------------------------------------------------
+
+class EtaModel(nn.Module):
+    """MLP ``features -> hidden -> hidden -> (z_beta, z_m)``; zero last layer: beta=0.5, z_m=0.
+
+    With ``num_blocks > 0`` it is shared by all blocks and reads a learned block embedding too.
+    """
+
+    def __init__(self, num_features: int, hidden: int = 32, num_blocks: int = 0,
+                 embedding_dim: int = 8):
+        super().__init__()
+        self.embedding = nn.Embedding(num_blocks, embedding_dim) if num_blocks else None
+        width_in = num_features + (embedding_dim if num_blocks else 0)
+        self.net = nn.Sequential(nn.Linear(width_in, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, phi: torch.Tensor, block: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.embedding is not None:
+            emb = self.embedding.weight[block]
+            phi = torch.cat([phi, emb.expand(*phi.shape[:-1], emb.shape[0])], dim=-1)
+        z = self.net(phi)
+        return z[..., 0], z[..., 1]
+
+
+# --- projection and combine --------------------------------------------------------------------
+
+def project(u: torch.Tensor, projection: str, eta0: float, eta_max: float,
+            tanh_c: float) -> torch.Tensor:
+    """``P(u)``: ``eta_max*sigmoid(u)`` or ``eta0*exp(c*tanh(u))``."""
+    if projection == "sigmoid":
+        return eta_max * torch.sigmoid(u)
+    if projection == "tanh":
+        return eta0 * torch.exp(tanh_c * torch.tanh(u))
+    raise ValueError(f"unknown projection {projection!r}; allowed: {list(PROJECTIONS)}")
+
+
+def theta_init(projection: str, eta0: float, eta_max: float) -> float:
+    """The value of ``theta`` for which ``P(theta) = eta0``."""
+    if projection == "sigmoid":
+        ratio = eta0 / eta_max
+        return math.log(ratio / (1.0 - ratio))
+    return 0.0
+
+
+def combine(kind: str, beta: torch.Tensor, eta0: float, eta_hat: torch.Tensor) -> torch.Tensor:
+    """``eta_bar`` from the gate, the initial step and the learned step."""
+    if kind == "convex":
+        return beta * eta0 + (1.0 - beta) * eta_hat
+    if kind == "learned":
+        return eta_hat
+    raise ValueError(f"combine {kind!r} has no learned step; allowed here: convex, learned")

@@ -1,0 +1,396 @@
+"""SAMT: stochastic alternating minimization with trainable step sizes.
+
+One ``step(inputs, targets)`` takes one mini-batch and updates the model's blocks one after
+another (Gauss-Seidel). Block k's step size ``eta_bar`` comes from its eta model reading five
+statistics of the block gradient, combined with ``eta0``; the eta model and the step parameter
+``theta`` are meta-learned online from the loss after the step.
+
+The meta-gradient uses the exact first-order identity ``d l(W - eta*g) / d eta = -g' * g`` where
+``g'`` is the gradient at the new point ``W' = W - eta*g``: ``exact`` takes ``g'`` on the same
+batch right after the commit, ``lookahead`` on the next batch before any block moves,
+``hypergradient`` at the block's next visit (no extra pass). Passes reuse cached block inputs and
+the autograd graph of the first forward, so top-down order needs one forward per block above the
+updated one and no full forward/backward per block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from samt.optim.blocks import Block, split_blocks
+from samt.optim.components import (
+    COMBINES,
+    FEATURE_NAMES,
+    META_MODES,
+    ORDERS,
+    PROJECTIONS,
+    EtaModel,
+    combine,
+    feature_indices,
+    gradient_features,
+    project,
+    secondary_step,
+    squash,
+    step_shape,
+    theta_init,
+)
+
+STAT_NAMES = ("eta_mean", "eta_std", "beta_mean", "grad_norm", "meta_loss", "skipped", "clamped")
+
+
+@dataclass
+class _Visit:
+    """What a block's meta-update needs from the visit that applied a step."""
+
+    phis: list[torch.Tensor]      # squashed features per unit (detached)
+    grads: list[torch.Tensor]     # gradients of the block's params, in ``Block.params`` order
+
+
+class SAMT:
+    """Block-alternating optimizer with meta-learned step sizes (see module docstring).
+
+    Args:
+        model: an ``nn.Sequential`` of Linear/Conv layers (see ``samt.optim.blocks``).
+        loss_fn: ``loss_fn(model_output, targets) -> scalar tensor``.
+        step_type: ``scalar`` | ``element`` | ``row`` | ``column``.
+        eta0, eta_min, eta_max: initial step and the clamp range of every applied step.
+        projection: ``sigmoid`` | ``tanh`` (``tanh_c`` sets the tanh range eta0*e^(+-c)).
+        combine: ``convex`` (paper) | ``learned`` (right term alone) | ``fixed`` (eta0, no meta).
+        meta_mode: ``exact`` | ``lookahead`` | ``hypergradient``; ``meta_interval``: every n-th
+            iteration only.
+        meta_lr, meta_optimizer: learning rate and kind (``adam`` | ``sgd``) of the meta optimizer.
+        features: subset of ``mean, var, max, min, norm``; ``features_per_group``: per row
+            (row type) or column (column type).
+        eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
+        group_size: layers per block (0: whole model). ``order``: block order per iteration.
+        seed: seed of the generator used by ``order: random``.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 *, step_type: str = "element", eta0: float = 0.1, eta_min: float = 1e-6,
+                 eta_max: float = 1.0, projection: str = "sigmoid", tanh_c: float = math.log(100.0),
+                 combine: str = "convex", meta_mode: str = "exact", meta_lr: float = 1e-3,
+                 meta_optimizer: str = "adam", meta_interval: int = 1,
+                 features: Sequence[str] = FEATURE_NAMES, features_per_group: bool = False,
+                 eta_hidden: int = 32, eta_shared: bool = False, group_size: int = 1,
+                 order: str = "top_down", seed: int = 0):
+        _check_choice("projection", projection, PROJECTIONS)
+        _check_choice("combine", combine, COMBINES)
+        _check_choice("meta_mode", meta_mode, META_MODES)
+        _check_choice("order", order, ORDERS)
+        _check_choice("meta_optimizer", meta_optimizer, ("adam", "sgd"))
+        if not 0.0 <= eta_min < eta_max:
+            raise ValueError(f"need 0 <= eta_min < eta_max, got eta_min={eta_min}, eta_max={eta_max}")
+        if not eta_min <= eta0 <= eta_max or (projection == "sigmoid" and eta0 >= eta_max):
+            raise ValueError(f"eta0={eta0} must lie in [eta_min, eta_max] = [{eta_min}, {eta_max}]"
+                             + (" and below eta_max for projection=sigmoid"
+                                if projection == "sigmoid" else ""))
+        if meta_interval < 1:
+            raise ValueError(f"meta_interval must be >= 1, got {meta_interval}")
+        if features_per_group and step_type not in ("row", "column"):
+            raise ValueError("features_per_group=true needs step_type row or column, "
+                             f"got {step_type!r}")
+        self.blocks: list[Block] = split_blocks(model, group_size)
+        self.loss_fn = loss_fn
+        self.step_type, self.combine, self.meta_mode = step_type, combine, meta_mode
+        self.projection, self.tanh_c = projection, tanh_c
+        self.eta0, self.eta_min, self.eta_max = eta0, eta_min, eta_max
+        self.meta_interval, self.order = meta_interval, order
+        self.feature_idx = feature_indices(list(features))
+        self.group_dim = {"row": 0, "column": 1}.get(step_type) if features_per_group else None
+        self.learns = combine != "fixed"
+        self.generator = torch.Generator().manual_seed(seed)
+        self.iteration = 0
+        self.param_updates = 0
+        self.skipped_total = 0
+        self._prev: dict[int, _Visit] = {}
+        self._build_meta(eta_hidden, eta_shared, meta_optimizer, meta_lr)
+        device = self.blocks[0].units[0].weight.device
+        self._stats = torch.zeros(len(self.blocks), len(STAT_NAMES) + 2, device=device)
+
+    # --- construction --------------------------------------------------------------------------
+
+    def _build_meta(self, hidden: int, shared: bool, kind: str, lr: float) -> None:
+        self.meta = nn.Module()
+        if not self.learns:
+            self.meta_optimizer = None
+            return
+        weight = self.blocks[0].units[0].weight
+        n_feat = len(self.feature_idx)
+        if shared:
+            self.meta.eta = EtaModel(n_feat, hidden, num_blocks=len(self.blocks))
+        else:
+            self.meta.eta = nn.ModuleList(EtaModel(n_feat, hidden) for _ in self.blocks)
+        init = theta_init(self.projection, self.eta0, self.eta_max)
+        self.meta.theta = nn.ParameterList(
+            nn.Parameter(torch.full(step_shape(self.step_type, u.weight.shape), init,
+                                    dtype=u.weight.dtype, device=u.weight.device))
+            for block in self.blocks for u in block.units)
+        self.meta.to(device=weight.device, dtype=weight.dtype)
+        opt = torch.optim.Adam if kind == "adam" else torch.optim.SGD
+        self.meta_optimizer = opt(self.meta.parameters(), lr=lr)
+        self._theta_offset = [0]
+        for block in self.blocks:
+            self._theta_offset.append(self._theta_offset[-1] + len(block.units))
+
+    # --- step sizes ----------------------------------------------------------------------------
+
+    def _features(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = gradient_features(g, self.group_dim)
+        return raw, squash(raw[..., self.feature_idx])
+
+    def _unit_steps(self, k: int, phis: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(eta_bar before clamping, beta)`` of each unit of block ``k``."""
+        if not self.learns:
+            one = torch.ones((), device=self._stats.device)
+            return [(one * self.eta0, one) for _ in phis]
+        out = []
+        for i, (unit, phi) in enumerate(zip(self.blocks[k].units, phis, strict=True)):
+            eta_model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
+            z_beta, z_m = eta_model(phi, k)
+            theta = self.meta.theta[self._theta_offset[k] + i]
+            shape = step_shape(self.step_type, unit.weight.shape)
+            if self.group_dim is not None:
+                z_beta, z_m = z_beta.reshape(shape), z_m.reshape(shape)
+            beta = torch.sigmoid(z_beta)
+            eta_hat = project(theta + z_m, self.projection, self.eta0, self.eta_max, self.tanh_c)
+            if self.combine == "learned":
+                beta = torch.zeros_like(beta)
+            out.append((combine(self.combine, beta, self.eta0, eta_hat), beta))
+        return out
+
+    def _clamp(self, eta: torch.Tensor) -> torch.Tensor:
+        return eta.clamp(self.eta_min, self.eta_max)
+
+    # --- passes --------------------------------------------------------------------------------
+
+    def _forward_all(self, inputs: torch.Tensor) -> None:
+        """First forward with autograd: caches every block input, attached to the graph below."""
+        self._inp: list[torch.Tensor | None] = [inputs]
+        self._attached = [False]
+        h = inputs
+        for block in self.blocks:
+            h = block.forward(h)
+            self._inp.append(h)
+            self._attached.append(True)
+
+    def _invalidate_above(self, k: int) -> None:
+        for j in range(k + 1, len(self._inp)):
+            self._inp[j], self._attached[j] = None, False
+
+    def _pass(self, wanted: set[int], targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Loss and gradients of the ``wanted`` blocks at the current weights.
+
+        Starts from the highest cached input whose graph still reaches the lowest wanted block,
+        else from that block's (re)computed input; blocks above are run with current weights.
+        """
+        low, top = min(wanted), len(self.blocks)
+        start = low
+        while start < top and self._inp[start + 1] is not None and self._attached[start + 1]:
+            start += 1
+        if start == low:
+            h = self._input_of(low)
+        else:
+            h = self._inp[start]
+        for j in range(start, top):
+            if j > start:
+                self._inp[j] = h.detach()
+            h = self.blocks[j].forward(h)
+        if start < top:
+            self._inp[top] = h.detach()
+        loss = self.loss_fn(h, targets)
+        params = [p for k in sorted(wanted) for p in self.blocks[k].params]
+        grads = torch.autograd.grad(loss, params)
+        for j in range(low + 1, top + 1):
+            self._attached[j] = False  # this pass's graph down to block `low` is consumed
+        out, i = {}, 0
+        for k in sorted(wanted):
+            n = len(self.blocks[k].params)
+            out[k] = list(grads[i:i + n])
+            i += n
+        return loss.detach(), out
+
+    def _input_of(self, k: int) -> torch.Tensor:
+        """Detached input of block ``k`` at the current weights (no-grad forward from below)."""
+        v = k
+        while self._inp[v] is None:
+            v -= 1
+        h = self._inp[v].detach()
+        with torch.no_grad():
+            for j in range(v, k):
+                h = self.blocks[j].forward(h)
+                self._inp[j + 1], self._attached[j + 1] = h, False
+        return h
+
+    # --- updates -------------------------------------------------------------------------------
+
+    def _apply(self, k: int, loss: torch.Tensor, grads: list[torch.Tensor]) -> _Visit | None:
+        """Commit block ``k``'s step; ``None`` (and counted) when loss or gradient is not finite."""
+        block = self.blocks[k]
+        raws, phis, grad_of = [], [], dict(zip(map(id, block.params), grads, strict=True))
+        for unit in block.units:
+            raw, phi = self._features(grad_of[id(unit.weight)])
+            raws.append(raw)
+            phis.append(phi)
+        finite = [torch.isfinite(loss).reshape(1)] + [torch.isfinite(r).all().reshape(1) for r in raws]
+        finite += [torch.isfinite(grad_of[id(p)]).all().reshape(1)
+                   for u in block.units for p in u.secondaries]
+        stats = self._stats[k]
+        if not bool(torch.cat(finite).all()):
+            stats[STAT_NAMES.index("skipped")] += 1
+            self.skipped_total += 1
+            return None
+        with torch.no_grad():
+            steps = self._unit_steps(k, phis)
+            eta_means, eta_stds, betas, clamped, norms = [], [], [], [], []
+            for unit, raw, (eta, beta) in zip(block.units, raws, steps, strict=True):
+                clamped.append(((eta < self.eta_min) | (eta > self.eta_max)).float().mean())
+                eta = self._clamp(eta)
+                unit.weight.sub_(eta * grad_of[id(unit.weight)])
+                for p in unit.secondaries:
+                    p.sub_(secondary_step(eta, p) * grad_of[id(p)])
+                eta_means.append(eta.mean())
+                eta_stds.append(eta.std(correction=0) if eta.numel() > 1 else eta.new_zeros(()))
+                betas.append(beta.mean())
+                norms.append(raw[..., 4].square().sum().sqrt())
+            row = torch.stack([torch.stack(v).mean() for v in (eta_means, eta_stds, betas, norms)])
+            stats[:4] += row
+            stats[STAT_NAMES.index("clamped")] += torch.stack(clamped).mean()
+            stats[-2] += 1
+        self.param_updates += len(block.units)
+        self._invalidate_above(k)
+        return _Visit(phis, grads)
+
+    def _meta_update(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
+                     meta_loss: torch.Tensor) -> None:
+        """Meta-step of block ``k``: ``d loss / d eta = -g' * g`` back through ``eta_bar``."""
+        if not (torch.isfinite(meta_loss) and all(torch.isfinite(g).all() for g in new_grads)):
+            self._stats[k][STAT_NAMES.index("skipped")] += 1
+            return
+        block = self.blocks[k]
+        grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
+                           strict=True))
+        surrogate = meta_loss.new_zeros(())
+        for unit, (eta, _) in zip(block.units, self._unit_steps(k, visit.phis), strict=True):
+            eta = self._clamp(eta)
+            for p in (unit.weight, *unit.secondaries):
+                g, g_new = grad_of[id(p)]
+                step = eta if p is unit.weight else secondary_step(eta, p)
+                hyper = _sum_to(-(g_new * g), step.shape)
+                surrogate = surrogate + (step * hyper).sum()
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        surrogate.backward()
+        self.meta_optimizer.step()
+        self._stats[k][STAT_NAMES.index("meta_loss")] += meta_loss
+        self._stats[k][-1] += 1
+
+    # --- public API ----------------------------------------------------------------------------
+
+    def _block_order(self) -> list[int]:
+        n = len(self.blocks)
+        if self.order == "top_down":
+            return list(range(n - 1, -1, -1))
+        if self.order == "bottom_up":
+            return list(range(n))
+        return torch.randperm(n, generator=self.generator).tolist()
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One iteration on a mini-batch; returns the (detached) loss before the update."""
+        self.iteration += 1
+        meta_now = self.learns and self.iteration % self.meta_interval == 0
+        self._forward_all(inputs)
+        order = self._block_order()
+        grads: dict[int, list[torch.Tensor]] = {}
+        first_loss = None
+        if meta_now and self.meta_mode == "lookahead" and self._prev:
+            first_loss, grads = self._pass(set(range(len(self.blocks))), targets)
+            for k, visit in self._prev.items():
+                self._meta_update(k, visit, grads[k], first_loss)
+            self._prev.clear()
+        loss = first_loss
+        pending: tuple[int, _Visit] | None = None
+        for k in order:
+            wanted = {k} if pending is None else {k, pending[0]}
+            if k not in grads:
+                loss, grads = self._pass(wanted, targets)
+            first_loss = loss if first_loss is None else first_loss
+            if pending is not None:
+                self._meta_update(pending[0], pending[1], grads[pending[0]], loss)
+                pending = None
+            if meta_now and self.meta_mode == "hypergradient" and k in self._prev:
+                self._meta_update(k, self._prev.pop(k), grads[k], loss)
+            visit = self._apply(k, loss, grads[k])
+            grads = {}
+            if visit is None or not self.learns:
+                continue
+            if self.meta_mode == "exact":
+                pending = (k, visit) if meta_now else None
+            else:
+                self._prev[k] = visit
+        if pending is not None:
+            loss, grads = self._pass({pending[0]}, targets)
+            self._meta_update(pending[0], pending[1], grads[pending[0]], loss)
+        self._inp, self._attached = [], []
+        return first_loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """No-op kept for the ``torch.optim`` calling convention: SAMT never uses ``.grad``."""
+
+    def epoch_stats(self) -> dict[str, float]:
+        """Per-block means since the last call (``b{k}_{stat}``), then reset."""
+        acc = self._stats.tolist()
+        self._stats.zero_()
+        out: dict[str, float] = {}
+        for k, row in enumerate(acc):
+            updates, metas = max(row[-2], 1.0), max(row[-1], 1.0)
+            for j, name in enumerate(STAT_NAMES):
+                value = row[j]
+                if name == "meta_loss":
+                    value = value / metas if row[-1] > 0 else float("nan")
+                elif name not in ("skipped",):
+                    value /= updates
+                out[f"b{k}_{name}"] = value
+        return out
+
+    def state_dict(self) -> dict:
+        """Meta-parameters, meta-optimizer state, pending visits, counters and RNG state."""
+        return {
+            "meta": self.meta.state_dict(),
+            "meta_optimizer": None if self.meta_optimizer is None
+            else self.meta_optimizer.state_dict(),
+            "prev": {k: (v.phis, v.grads) for k, v in self._prev.items()},
+            "iteration": self.iteration,
+            "param_updates": self.param_updates,
+            "skipped_total": self.skipped_total,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.meta.load_state_dict(state["meta"])
+        if self.meta_optimizer is not None:
+            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self._prev = {int(k): _Visit(list(p), list(g)) for k, (p, g) in state["prev"].items()}
+        self.iteration = state["iteration"]
+        self.param_updates = state["param_updates"]
+        self.skipped_total = state["skipped_total"]
+        self.generator.set_state(state["generator"])
+
+
+def _sum_to(x: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Sum ``x`` over the dims along which a tensor of ``shape`` was broadcast to ``x``."""
+    if x.shape == tuple(shape):
+        return x
+    if len(shape) == 0:
+        return x.sum()
+    dims = tuple(i for i, s in enumerate(shape) if s == 1 and x.shape[i] != 1)
+    return x.sum(dim=dims, keepdim=True).reshape(shape)
+
+
+def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
