@@ -1,0 +1,51 @@
+"""Per-run plots: learning curves and, for SAMT, step size and gate per block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_learning_curves(rows: list[dict], metric_name: str, path: Path, title: str) -> None:
+    """Train/test loss and metric against epoch, two panels, saved as PNG."""
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split in ("train", "test"):
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], marker=".", label=split)
+        ax_metric.plot(epochs, [r[f"{split}_metric"] for r in rows], marker=".", label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    ax_metric.set(xlabel="epoch", ylabel=metric_name, title=metric_name)
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_samt_steps(rows: list[dict], num_blocks: int, path: Path, title: str) -> None:
+    """Mean applied step (with its spread) and mean beta per block against epoch."""
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_eta, ax_beta) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for k in range(num_blocks):
+        mean = [r[f"b{k}_eta_mean"] for r in rows]
+        std = [r[f"b{k}_eta_std"] for r in rows]
+        line, = ax_eta.plot(epochs, mean, marker=".", label=f"block {k}")
+        ax_eta.fill_between(epochs, [m - s for m, s in zip(mean, std, strict=True)],
+                            [m + s for m, s in zip(mean, std, strict=True)],
+                            color=line.get_color(), alpha=0.15)
+        ax_beta.plot(epochs, [r[f"b{k}_beta_mean"] for r in rows], marker=".", label=f"block {k}")
+    ax_eta.set(xlabel="epoch", ylabel="applied step eta_bar (mean +- std)", title="step size")
+    ax_beta.set(xlabel="epoch", ylabel="beta (mean)", title="gate beta", ylim=(-0.02, 1.02))
+    for ax in (ax_eta, ax_beta):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
