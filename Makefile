@@ -1,0 +1,39 @@
+# samt: reproducible SAMT experiments. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
+export SAMT_DATA_ROOT := $(DATA_ROOT)
+
+.PHONY: help install data test test-slow lint run bench-runner clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install:  ## virtualenv + editable install with dev extras + default dataset
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	$(MAKE) data
+
+data:  ## prepare MNIST and Fashion-MNIST under $(DATA_ROOT) (no-op when present)
+	$(BIN)/samt-data mnist fashion_mnist --root $(DATA_ROOT)
+
+test:  ## fast offline test suite
+	$(BIN)/python -m pytest
+
+test-slow:  ## long end-to-end runs on the real data
+	$(BIN)/python -m pytest -m slow
+
+lint:  ## ruff
+	$(BIN)/ruff check samt tests scripts
+
+run:  ## the paper's headline run (MNIST, MLP-400)
+	$(BIN)/samt-run
+
+bench-runner:  ## runner epoch vs a bare loop (Adam, MNIST MLP-400)
+	$(BIN)/python scripts/bench_runner.py
+
+clean:  ## remove run outputs and caches (keeps results/ and data)
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,94 @@
+"""Every combination of the config groups composes, resolves and passes validation."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from samt.validation import ConfigError, validate_config
+
+from conftest import CONF_DIR
+
+GROUPS = ("dataset", "model", "optimizer", "device")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _pairwise_combinations() -> list[tuple[str, ...]]:
+    """Every dataset x optimizer pair, with models and devices cycled so that every pair of
+    options from any two groups occurs at least once (the groups merge independently)."""
+    datasets, models, optimizers, devices = (_options(g) for g in GROUPS)
+    combos = []
+    for i, (dataset, optimizer) in enumerate(itertools.product(datasets, optimizers)):
+        combos.append((dataset, models[i % len(models)], optimizer,
+                       devices[(i // len(models)) % len(devices)]))
+    return combos
+
+
+def test_every_pair_of_group_options_composes_and_validates(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMT_DATA_ROOT", str(tmp_path))
+    combos = _pairwise_combinations()
+    for a, b in itertools.combinations(range(len(GROUPS)), 2):
+        pairs = {(c[a], c[b]) for c in combos}
+        assert len(pairs) == len(_options(GROUPS[a])) * len(_options(GROUPS[b]))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for combo in combos:
+            overrides = [f"{g}={o}" for g, o in zip(GROUPS, combo, strict=True)]
+            cfg = OmegaConf.to_container(compose(config_name="config", overrides=overrides),
+                                         resolve=True)
+            validate_config(cfg)
+            assert cfg["dataset"]["name"].replace("_", "") in combo[0].replace("_", "")
+
+
+def test_defaults_are_the_paper_headline_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMT_DATA_ROOT", str(tmp_path))
+    cfg = _compose([])
+    assert cfg["dataset"]["name"] == "mnist"
+    assert cfg["model"] == {"name": "mlp", "hidden": [400], "activation": "relu"}
+    assert cfg["data"]["root"] == str(tmp_path)
+
+
+def test_samt_presets_set_their_step_type(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMT_DATA_ROOT", str(tmp_path))
+    expected = {"samt_s": "scalar", "samt_e": "element", "samt_r": "row", "samt_c": "column"}
+    for preset, step_type in expected.items():
+        cfg = _compose([f"optimizer={preset}"])
+        assert cfg["optimizer"]["step_type"] == step_type
+        assert cfg["optimizer"]["label"] == preset
+    assert _compose(["optimizer=am_fixed"])["optimizer"]["combine"] == "fixed"
+    assert _compose(["optimizer=samt_e_right"])["optimizer"]["combine"] == "learned"
+    hyper = _compose(["optimizer=samt_e_hypergradient"])["optimizer"]
+    assert hyper["meta_mode"] == "hypergradient"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("epochs=0", "epochs"),
+    ("batch_size=0", "batch_size"),
+    ("optimizer=sgd optimizer.lr=0", "optimizer.lr"),
+    ("optimizer=samt_e optimizer.eta_min=2.0", "optimizer.eta_min"),
+    ("optimizer=samt_e optimizer.eta0=5.0", "optimizer.eta0"),
+    ("optimizer=samt_e optimizer.step_type=diagonal", "optimizer.step_type"),
+    ("optimizer=samt_e optimizer.projection=relu", "optimizer.projection"),
+    ("optimizer=samt_e optimizer.combine=sum", "optimizer.combine"),
+    ("optimizer=samt_e optimizer.meta_mode=none", "optimizer.meta_mode"),
+    ("optimizer=samt_e optimizer.features=[mean,skew]", "optimizer.features"),
+    ("optimizer=samt_e optimizer.group_size=-1", "optimizer.group_size"),
+    ("optimizer=samt_e optimizer.features_per_group=true", "optimizer.features_per_group"),
+    ("model.hidden=[]", "model.hidden"),
+])
+def test_bad_values_name_the_key(override, key, monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMT_DATA_ROOT", str(tmp_path))
+    cfg = _compose(override.split())
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(cfg)
