@@ -16,6 +16,7 @@ from samt.optim.components import (
     PROJECTIONS,
     STEP_TYPES,
 )
+from samt.optim.schedules import SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
 def _validate_optimizer(cfg: dict[str, Any]) -> None:
     opt = cfg["optimizer"]
     _choice("optimizer.name", opt["name"], OPTIMIZERS)
+    _choice("optimizer.schedule", opt.get("schedule", "constant"), SCHEDULES)
     if opt["name"] != "samt":
         _number(cfg, "optimizer.lr", float, 0.0, strict=True)
         if "weight_decay" in opt:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from samt.validation import ConfigError, validate_config
-
-from conftest import CONF_DIR
 
 GROUPS = ("dataset", "model", "optimizer", "device")
 

@@ -8,13 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from samt.train import run_training
 from samt.train.records import BASE_COLUMNS
-
-from conftest import CONF_DIR
 
 SAMT_COLUMNS = ("eta_mean", "eta_std", "beta_mean", "grad_norm", "meta_loss", "skipped", "clamped")
 

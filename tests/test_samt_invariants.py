@@ -27,6 +27,15 @@ F64 = torch.float64
 
 # --- helpers -----------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models: one thread is faster and immune to oversubscribed CPUs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_mlp(sizes=(4, 5, 3), bias=True, dtype=F64, seed=0, act=nn.Tanh) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
@@ -95,12 +104,18 @@ INV1_CONFIGS = [
 
 
 @pytest.mark.parametrize("kwargs", INV1_CONFIGS, ids=lambda c: str(c) or "default")
-@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "bn"])
 def test_invariant1_only_the_updated_block_changes(kwargs, arch):
     if arch == "mlp":
         model, (x, y) = make_mlp((4, 6, 5, 4, 3)), batch()
-    else:
+    elif arch == "cnn":
         model, (x, y) = make_cnn(), batch(shape=(1, 4, 4))
+    else:   # normalization parameters belong to the block of the layer before them
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 6, bias=False), nn.BatchNorm1d(6), nn.Tanh(),
+                              nn.Linear(6, 5),
+                              nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 3)).to(F64)
+        x, y = batch()
     opt = SAMT(model, CE, eta0=0.1, meta_lr=1e-2, **kwargs)
     spy = ApplySpy(opt, model)
     params = list(model.parameters())
@@ -129,6 +144,20 @@ def test_invariant1_only_the_updated_block_changes(kwargs, arch):
         last = after
     for p0, p in zip(last, params, strict=True):
         assert torch.equal(p0, p.detach())
+
+
+@pytest.mark.parametrize("meta_mode", ["exact", "hypergradient", "lookahead"])
+def test_step_returns_the_loss_before_the_update(meta_mode):
+    model = make_mlp((4, 6, 5, 3))
+    opt = SAMT(model, CE, meta_mode=meta_mode, meta_lr=1e-2)
+    for t in range(3):
+        x, y = batch(seed=t)
+        with torch.no_grad():
+            expected = CE(model(x), y)
+        loss = opt.step(x, y)
+        assert not loss.requires_grad
+        torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
+    assert opt.iteration == 3 and opt.param_updates == 9
 
 
 def test_block_order_top_down_bottom_up_random():
@@ -348,7 +377,8 @@ def test_invariant3_exact_meta_gradient_matches_finite_difference(
         def meta_loss(theta, eta_params, state=state, wn=wn, bn=bn, gw=gw, gb=gb, phi=phi,
                       shape=shape):
             eta = spec_eta(phi, theta, eta_params, cfg, shape)
-            new = {**state, wn: state[wn] - eta * gw, bn: state[bn] - spec_bias_step(eta, step_type) * gb}
+            new = {**state, wn: state[wn] - eta * gw,
+                   bn: state[bn] - spec_bias_step(eta, step_type) * gb}
             return CE(functional_call(model, new, x), y)
 
         eta_params = [meta_before[n] for n in eta_names]

@@ -24,6 +24,7 @@ class TorchOptimizerStep:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.layers = len(split_units(model)) if isinstance(model, nn.Sequential) else 1
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.iteration = 0
         self.param_updates = 0
         self.skipped_total = 0
@@ -44,6 +45,11 @@ class TorchOptimizerStep:
             self.skipped_total += 1
             self._skipped_epoch += 1
         return loss.detach()
+
+    def set_scale(self, scale: float) -> None:
+        """Scale every parameter group's learning rate by ``scale`` (schedules)."""
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * scale
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

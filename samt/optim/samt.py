@@ -29,6 +29,7 @@ from samt.optim.components import (
     META_MODES,
     ORDERS,
     PROJECTIONS,
+    STEP_TYPES,
     EtaModel,
     combine,
     feature_indices,
@@ -89,6 +90,7 @@ class SAMT:
                  features: Sequence[str] = FEATURE_NAMES, features_per_group: bool = False,
                  eta_hidden: int = 32, eta_shared: bool = False, group_size: int = 1,
                  order: str = "top_down", seed: int = 0):
+        _check_choice("step_type", step_type, STEP_TYPES)
         _check_choice("projection", projection, PROJECTIONS)
         _check_choice("combine", combine, COMBINES)
         _check_choice("meta_mode", meta_mode, META_MODES)
@@ -115,6 +117,7 @@ class SAMT:
         self.group_dim = {"row": 0, "column": 1}.get(step_type) if features_per_group else None
         self.learns = combine != "fixed"
         self.generator = torch.Generator().manual_seed(seed)
+        self.scale = 1.0
         self.iteration = 0
         self.param_updates = 0
         self.skipped_total = 0
@@ -159,8 +162,11 @@ class SAMT:
     def _unit_steps(self, k: int, phis: list[torch.Tensor]) -> list[_Step]:
         """Step of each unit of block ``k`` from its features (autograd follows the meta-params)."""
         if not self.learns:
-            one = torch.ones((), device=self._stats.device)
-            return [_Step(one * self.eta0, one * self.eta0, one) for _ in phis]
+            weight = self.blocks[k].units[0].weight
+            step = torch.full((), self.eta0 * self.scale, device=weight.device,
+                              dtype=weight.dtype)
+            return [_Step(step, step, torch.ones_like(step)) for _ in phis]
+        eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
         eta_model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
         out = []
         for i, (unit, phi) in enumerate(zip(self.blocks[k].units, phis, strict=True)):
@@ -170,11 +176,11 @@ class SAMT:
                 shape = step_shape(self.step_type, unit.weight.shape)
                 z_beta, z_m = z_beta.reshape(shape), z_m.reshape(shape)
             beta = torch.sigmoid(z_beta)
-            eta_hat = project(theta + z_m, self.projection, self.eta0, self.eta_max, self.tanh_c)
+            eta_hat = project(theta + z_m, self.projection, eta0, eta_max, self.tanh_c)
             if self.combine == "learned":
                 beta = torch.zeros_like(beta)
-            raw = combine(self.combine, beta, self.eta0, eta_hat)
-            out.append(_Step(raw, raw.clamp(self.eta_min, self.eta_max), beta))
+            raw = combine(self.combine, beta, eta0, eta_hat)
+            out.append(_Step(raw, raw.clamp(self.eta_min * self.scale, eta_max), beta))
         return out
 
     # --- passes --------------------------------------------------------------------------------
@@ -250,29 +256,32 @@ class SAMT:
         raws = [gradient_features(grad_of[id(u.weight)], self.group_dim) for u in block.units]
         checks = [loss.reshape(1)] + [r.reshape(-1) for r in raws]
         checks += [grad_of[id(p)].sum().reshape(1) for u in block.units for p in u.secondaries]
-        stats = self._stats[k]
-        if not bool(torch.isfinite(torch.cat(checks)).all()):  # the one host sync per block
-            stats[STAT_NAMES.index("skipped")] += 1
-            self.skipped_total += 1
-            return None
         phis = [squash(r[..., self.feature_idx]) for r in raws]
         with torch.set_grad_enabled(keep_graph):
             steps = self._unit_steps(k, phis)
         with torch.no_grad():
             rows = []
-            for unit, raw, step in zip(block.units, raws, steps, strict=True):
+            for raw, step in zip(raws, steps, strict=True):
+                flat = step.eta.detach().reshape(-1)
+                mean = flat.sum() / flat.numel()
+                var = (torch.dot(flat, flat) / flat.numel() - mean * mean).clamp_min(0.0)
+                lo, hi = torch.aminmax(step.raw.detach())
+                clamped = (lo < self.eta_min * self.scale) | (hi > self.eta_max * self.scale)
+                rows.append(torch.stack([mean, var.sqrt(), step.beta.detach().mean(),
+                                         raw[..., 4].square().sum().sqrt(),
+                                         clamped.to(mean.dtype)]))
+            row = torch.stack(rows).mean(dim=0)
+            checks.append(row)
+            stats = self._stats[k]
+            if not bool(torch.isfinite(torch.cat(checks)).all()):  # the one host sync per block
+                stats[STAT_NAMES.index("skipped")] += 1
+                self.skipped_total += 1
+                return None
+            for unit, step in zip(block.units, steps, strict=True):
                 eta = step.eta.detach()
                 unit.weight.addcmul_(eta, grad_of[id(unit.weight)], value=-1.0)
                 for p in unit.secondaries:
                     p.addcmul_(secondary_step(eta, p), grad_of[id(p)], value=-1.0)
-                lo, hi = torch.aminmax(step.raw.detach())
-                flat = eta.reshape(-1)
-                mean = flat.sum() / flat.numel()
-                var = (torch.dot(flat, flat) / flat.numel() - mean * mean).clamp_min(0.0)
-                rows.append(torch.stack([
-                    mean, var.sqrt(), step.beta.mean(), raw[..., 4].square().sum().sqrt(),
-                    ((lo < self.eta_min) | (hi > self.eta_max)).to(mean.dtype)]))
-            row = torch.stack(rows).mean(dim=0)
             stats[:4] += row[:4]
             stats[STAT_NAMES.index("clamped")] += row[4]
             stats[-2] += 1
@@ -355,6 +364,10 @@ class SAMT:
         self._inp, self._attached = [], []
         return first_loss
 
+    def set_scale(self, scale: float) -> None:
+        """Scale ``eta0``, ``eta_min`` and ``eta_max`` (hence every step) by ``scale`` (schedules)."""
+        self.scale = float(scale)
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """No-op kept for the ``torch.optim`` calling convention: SAMT never uses ``.grad``."""
 
@@ -382,6 +395,7 @@ class SAMT:
             else self.meta_optimizer.state_dict(),
             "prev": {k: (v.phis, v.grads) for k, v in self._prev.items()},
             "iteration": self.iteration,
+            "scale": self.scale,
             "param_updates": self.param_updates,
             "skipped_total": self.skipped_total,
             "generator": self.generator.get_state(),
@@ -393,6 +407,7 @@ class SAMT:
             self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self._prev = {int(k): _Visit(list(p), list(g)) for k, (p, g) in state["prev"].items()}
         self.iteration = state["iteration"]
+        self.scale = state["scale"]
         self.param_updates = state["param_updates"]
         self.skipped_total = state["skipped_total"]
         self.generator.set_state(state["generator"])

@@ -12,18 +12,20 @@ from tqdm.auto import tqdm
 from samt.data import DatasetSplits, load_dataset
 from samt.models import build_model
 from samt.optim import SAMT, build_optimizer
+from samt.optim.schedules import schedule_factor
 from samt.train.evaluate import evaluate, loss_function
 from samt.train.plots import plot_learning_curves, plot_samt_steps
 from samt.train.records import write_json, write_metrics
 from samt.train.seeding import resolve_device, seed_everything, synchronize
 
+RUNNER_KEYS = ("name", "label", "schedule")  # optimizer-group keys the runner itself handles
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
 STATUS_DIVERGED, STATUS_INTERRUPTED = "diverged", "interrupted"
 
 
 def optimizer_options(opt_cfg: dict) -> dict:
     """Keyword options of the optimizer: its config without the ``name`` and ``label`` keys."""
-    return {k: v for k, v in opt_cfg.items() if k not in ("name", "label")}
+    return {k: v for k, v in opt_cfg.items() if k not in RUNNER_KEYS}
 
 
 class Run:
@@ -73,12 +75,17 @@ class Run:
         batch = int(self.cfg["batch_size"])
         perm = torch.randperm(x.shape[0], generator=self.batch_generator).to(self.device)
         max_skips = int(self.cfg["max_consecutive_skips"])
+        schedule = self.cfg["optimizer"].get("schedule", "constant")
+        total = int(self.cfg["epochs"]) * -(-x.shape[0] // batch)
         self.model.train()
         synchronize(self.device)
         start = time.perf_counter()
         iterations = 0
         for i in range(0, x.shape[0], batch):
             idx = perm[i:i + batch]
+            if schedule != "constant":
+                self.optimizer.set_scale(schedule_factor(schedule, self.iterations + iterations,
+                                                         total))
             skipped_before = self.optimizer.skipped_total
             self.optimizer.step(x[idx], y[idx])
             iterations += 1

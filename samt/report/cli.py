@@ -1,0 +1,146 @@
+"""``samt-report PATH... [--out DIR] [--target [DATASET=]VALUE]... [--formats md,tex,csv]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from samt.report.aggregate import (
+    DEFAULT_TARGETS,
+    aggregate,
+    build_groups,
+    lr_sweeps,
+    rows_and_columns,
+    run_table,
+    time_to_target,
+)
+from samt.report.collect import NoRunsError, load_runs
+from samt.report.plots import plot_all
+from samt.report.tables import FORMATS, Table, build_tables, to_markdown, write_tables
+
+
+def parse_targets(values: Sequence[str]) -> dict[str, float]:
+    """``["digits=95", "mnist=98.5"]`` -> targets per dataset over the defaults.
+
+    A bare ``VALUE`` is the target for every dataset that no ``DATASET=VALUE`` names
+    (it replaces the defaults); it is kept under the key ``"*"``.
+    """
+    targets = dict(DEFAULT_TARGETS)
+    named: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            parsed = float(number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--target {value!r}: expected VALUE or DATASET=VALUE") from None
+        if name:
+            named[name] = parsed
+        else:
+            targets = {"*": parsed}
+    return {**targets, **named}
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {','.join(FORMATS)}")
+    return chosen
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samt-report",
+        description="Aggregate SAMT/Adam/SGD run folders (single runs and multirun sweeps) "
+                    "over seeds into paper tables and plots.")
+    parser.add_argument("paths", nargs="+", type=Path,
+                        help="run folders or folders to search for them (any folder holding "
+                             "a summary.json)")
+    parser.add_argument("--out", type=Path, default=Path("report"),
+                        help="output folder (default: report/)")
+    parser.add_argument("--target", action="append", default=[], metavar="[DATASET=]VALUE",
+                        help="time-to-target threshold on the test metric, repeatable; "
+                             "defaults: mnist=98.0 fashion_mnist=89.0; a bare VALUE applies to "
+                             "every dataset not named")
+    parser.add_argument("--formats", type=_formats, default=FORMATS, metavar="md,tex,csv",
+                        help="table formats to write (default: md,tex,csv)")
+    return parser
+
+
+def write_index(tables: list[Table], plots: list[Path], out: Path) -> Path:
+    """``report.md``: every table in Markdown, then links to the figures."""
+    parts = ["# SAMT report", ""]
+    parts += [f"## {t.name}\n\n{to_markdown(t)}" for t in tables]
+    pngs = [p for p in plots if p.suffix == ".png"]
+    if pngs:
+        parts += ["## Figures", ""]
+        parts += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs]
+    path = out / "report.md"
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``samt-report``; returns the exit code (2: bad arguments or no runs)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        targets = parse_targets(args.target)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    try:
+        runs, problems = load_runs(args.paths)
+    except NoRunsError as exc:
+        print(f"samt-report: error: {exc}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"samt-report: warning: skipped unreadable run folder: {problem}", file=sys.stderr)
+    if not runs:
+        names = ", ".join(str(p) for p in args.paths)
+        print(f"samt-report: error: no readable run folders under: {names}", file=sys.stderr)
+        return 2
+
+    groups = build_groups(runs)
+    rows, columns = rows_and_columns(groups)
+    if "*" in targets:
+        default = targets.pop("*")
+        targets = {**{g.dataset: default for g in groups}, **targets}
+    agg = aggregate(groups)
+    ttt = time_to_target(groups, targets)
+    tables = build_tables(agg, ttt, rows, columns)
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_tables(tables, out, args.formats)
+    if "csv" in args.formats:
+        for name, frame in (("aggregates", agg), ("all_runs", run_table(runs))):
+            frame.to_csv(out / f"{name}.csv", index=False)
+            written.append(out / f"{name}.csv")
+        if not ttt.empty:
+            ttt.to_csv(out / "time_to_target_long.csv", index=False)
+            written.append(out / "time_to_target_long.csv")
+    plots = plot_all(groups, lr_sweeps(groups), columns, out / "plots")
+    if "md" in args.formats:
+        written.append(write_index(tables, plots, out))
+
+    failed = sum(r.failed for r in runs)
+    running = sum(r.status == "running" for r in runs)
+    print(f"samt-report: {len(runs)} runs in {len(groups)} groups ({len(rows)} dataset/model "
+          f"rows x {len(columns)} optimizer variants); {failed} failed/diverged/interrupted, "
+          f"{running} running" + (f", {len(problems)} unreadable" if problems else ""))
+    print(f"  tables ({','.join(args.formats)}): {len(written)} files in {out}/")
+    print(f"  plots (png, pdf): {len(plots)} files in {out / 'plots'}/")
+    no_target = sorted({g.dataset for g in groups} - set(targets))
+    if ttt.empty:
+        print("  time to target: no targets for these datasets (use --target DATASET=VALUE)")
+    elif no_target:
+        print(f"  time to target: none for {', '.join(no_target)} (use --target DATASET=VALUE)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Find run folders under some paths and load them (config, summary, per-epoch metrics)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+FAILED_STATUSES = ("failed", "diverged", "interrupted")
+
+
+@dataclass
+class Run:
+    """One run folder: its flattened config, ``summary.json`` and ``metrics.csv``."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: pd.DataFrame
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status") or "unknown")
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def failed(self) -> bool:
+        """Stopped early without finishing: failed, diverged or interrupted."""
+        return self.status in FAILED_STATUSES
+
+
+class NoRunsError(Exception):
+    """No run folder (a folder holding ``summary.json``) was found under the given paths."""
+
+
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Every folder at or below ``paths`` that holds a ``summary.json``, sorted, no duplicates."""
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise NoRunsError(f"no such path: {', '.join(missing)}")
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_file():
+            path = path.parent if path.name == "summary.json" else path
+        found.update(p.parent.resolve() for p in path.rglob("summary.json"))
+        if (path / "summary.json").is_file():
+            found.add(path.resolve())
+    if not found:
+        names = ", ".join(str(p) for p in paths)
+        raise NoRunsError(f"no run folders (folders with a summary.json) found under: {names}")
+    return sorted(found)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> ``{"optimizer.lr": 0.1, "model.hidden": (400,)}`` (lists become tuples)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = tuple(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_config(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """``config.yaml`` (or Hydra's copy); else the little that ``summary.json`` records."""
+    for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            with open(candidate, encoding="utf-8") as fh:
+                tree = yaml.safe_load(fh) or {}
+            return flatten(tree)
+    return {"dataset.name": summary.get("dataset"), "model.name": summary.get("model"),
+            "optimizer.name": summary.get("optimizer"), "optimizer.label": summary.get("label"),
+            "seed": summary.get("seed"), "epochs": summary.get("epochs")}
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    file = path / "metrics.csv"
+    if not file.is_file() or file.stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_csv(file)
+
+
+def load_run(path: Path) -> Run:
+    """Load one run folder; raises ``ValueError`` when ``summary.json`` is unreadable."""
+    try:
+        with open(path / "summary.json", encoding="utf-8") as fh:
+            summary = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path / 'summary.json'}: {exc}") from exc
+    config = _read_config(path, summary)
+    config.setdefault("optimizer.label", config.get("optimizer.name"))
+    return Run(path=path, config=config, summary=summary, metrics=_read_metrics(path))
+
+
+def load_runs(paths: Iterable[Path]) -> tuple[list[Run], list[str]]:
+    """All runs under ``paths`` plus one message per folder that could not be read."""
+    runs, problems = [], []
+    for folder in find_run_dirs(paths):
+        try:
+            runs.append(load_run(folder))
+        except (ValueError, yaml.YAMLError, pd.errors.ParserError) as exc:
+            problems.append(str(exc))
+    return runs, problems

@@ -1,0 +1,176 @@
+"""Figures (PNG and PDF): learning curves, SAMT step statistics, learning-rate sensitivity."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+
+from samt.report.aggregate import Group, LRSweep, final_test_metric, mean_curves, mean_std
+
+CURVE_Y = (("test_metric", "test metric"), ("train_loss", "train loss"))
+CURVE_X = (("epoch", "epoch"), ("param_updates", "parameter updates"),
+           ("wall_time_s", "training seconds"))
+BLOCK_COLUMN = re.compile(r"^b(\d+)_eta_mean$")
+
+
+def slug(text: str) -> str:
+    """File-name-safe row name: ``digits / mlp hidden=[800]`` -> ``digits_mlp_hidden=_800``."""
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_") or "all"
+
+
+def palette(columns: list[str]) -> dict[str, tuple]:
+    """One fixed colour per optimizer variant, the same in every figure."""
+    cmap = colormaps["tab10" if len(columns) <= 10 else "tab20"]
+    return {c: cmap(i % cmap.N) for i, c in enumerate(columns)}
+
+
+def _save(fig: Figure, path: Path) -> list[Path]:
+    paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    return paths
+
+
+def _band(ax: Axes, x: pd.Series, mean: pd.Series, std: pd.Series, color: tuple,
+          label: str | None) -> None:
+    """Mean line with a ±std band (no band where std is undefined, i.e. a single run)."""
+    ax.plot(x, mean, color=color, label=label, marker="o" if len(x) <= 12 else None,
+            markersize=3)
+    std = std.fillna(0.0)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+
+
+def _legend(fig: Figure, entries: int) -> None:
+    """One legend below the axes, as many columns as the figure's width holds."""
+    columns = max(1, min(entries, int(fig.get_figwidth() // 3.3)))
+    fig.legend(loc="outside lower center", ncol=columns, fontsize="small")
+
+
+def _metric_label(groups: list[Group]) -> str:
+    name = next((g.metric_name for g in groups if g.metric_name), None)
+    return {"accuracy": "test accuracy (%)", "rmse": "test RMSE"}.get(name or "", "test metric")
+
+
+def plot_curves(row: str, groups: list[Group], colors: dict[str, tuple],
+                out: Path) -> list[Path]:
+    """Test metric and train loss vs epoch, parameter updates and training seconds."""
+    columns = [y for y, _ in CURVE_Y] + [x for x, _ in CURVE_X if x != "epoch"]
+    curves = [(g, mean_curves(g, columns)) for g in groups]
+    curves = [(g, c) for g, c in curves if not c.empty]
+    if not curves:
+        return []
+    fig = Figure(figsize=(13, 7), layout="constrained")
+    axes = fig.subplots(len(CURVE_Y), len(CURVE_X), squeeze=False)
+    for i, (y, y_label) in enumerate(CURVE_Y):
+        for j, (x, x_label) in enumerate(CURVE_X):
+            ax = axes[i][j]
+            for g, c in curves:
+                xs = c["epoch"] if x == "epoch" else c[f"{x}_mean"]
+                _band(ax, xs, c[f"{y}_mean"], c[f"{y}_std"], colors[g.column],
+                      g.column if i == j == 0 else None)
+            ax.set_xlabel(x_label)
+            if x == "epoch":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(_metric_label(groups) if y == "test_metric" else y_label)
+            if y == "train_loss" and all((c["train_loss_mean"] > 0).all() for _, c in curves):
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"{row}: mean ± std over completed seeds")
+    _legend(fig, len(curves))
+    return _save(fig, out / f"curves_{slug(row)}")
+
+
+def plot_samt_steps(row: str, groups: list[Group], colors: dict[str, tuple],
+                    out: Path) -> list[Path]:
+    """Per block: mean applied step ``b{k}_eta_mean`` and gate ``b{k}_beta_mean`` over epochs."""
+    series = []
+    for g in groups:
+        cols = set().union(*(r.metrics.columns for r in g.completed)) if g.completed else set()
+        blocks = sorted(int(m.group(1)) for c in cols if (m := BLOCK_COLUMN.match(c)))
+        if blocks:
+            series.append((g, blocks))
+    if not series:
+        return []
+    n_blocks = max(max(b) for _, b in series) + 1
+    fig = Figure(figsize=(max(5.0, 3.6 * n_blocks), 6.5), layout="constrained")
+    axes = fig.subplots(2, n_blocks, squeeze=False)
+    for g, blocks in series:
+        for k in blocks:
+            cols = [f"b{k}_eta_mean", f"b{k}_beta_mean"]
+            c = mean_curves(g, cols)
+            if c.empty:
+                continue
+            for i, col in enumerate(cols):
+                _band(axes[i][k], c["epoch"], c[f"{col}_mean"], c[f"{col}_std"],
+                      colors[g.column], g.column if i == 0 and k == blocks[0] else None)
+    for k in range(n_blocks):
+        axes[0][k].set_title(f"block {k}" + (" (input side)" if k == 0 else ""))
+        axes[0][k].set_ylabel("mean step eta")
+        axes[0][k].set_yscale("log")
+        axes[1][k].set_ylabel("mean gate beta")
+        for i in range(2):
+            axes[i][k].set_xlabel("epoch")
+            axes[i][k].xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[i][k].grid(alpha=0.3)
+    fig.suptitle(f"{row}: SAMT step size and gate per block (mean ± std over seeds)")
+    _legend(fig, len(series))
+    return _save(fig, out / f"samt_steps_{slug(row)}")
+
+
+def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple],
+                        out: Path) -> list[Path]:
+    """Final test metric (mean ± std over completed seeds) against the learning rate, log x."""
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    groups = [g for s in sweeps for _, g in s.points]
+    for sweep in sweeps:
+        lrs, means, stds = [], [], []
+        for lr, g in sweep.points:
+            mean, std, _ = mean_std([final_test_metric(r) for r in g.completed])
+            if math.isfinite(mean):
+                lrs.append(lr)
+                means.append(mean)
+                stds.append(std if math.isfinite(std) else 0.0)
+        if not lrs:
+            continue
+        color = colors[sweep.points[0][1].column]
+        key = sweep.lr_key.split(".", 1)[1]
+        ax.errorbar(lrs, means, yerr=stds, color=color, marker="o", capsize=3,
+                    label=f"{sweep.name} ({key})")
+        lo, hi = np.array(means) - np.array(stds), np.array(means) + np.array(stds)
+        ax.fill_between(lrs, lo, hi, color=color, alpha=0.15, linewidth=0)
+    ax.set_xscale("log")
+    rates = sorted({lr for s in sweeps for lr, _ in s.points})
+    ax.xaxis.set_major_locator(FixedLocator(rates))
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("learning rate (optimizer.lr; optimizer.eta0 for SAMT)")
+    ax.set_ylabel("final " + _metric_label(groups))
+    ax.set_title(f"{row}: learning-rate sensitivity")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, out / f"lr_sensitivity_{slug(row)}")
+
+
+def plot_all(groups: list[Group], sweeps: list[LRSweep], columns: list[str],
+             out: Path) -> list[Path]:
+    """Every figure for every row (dataset / model); returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    colors = palette(columns)
+    written: list[Path] = []
+    for row in dict.fromkeys(g.row for g in groups):
+        members = [g for g in groups if g.row == row]
+        written += plot_curves(row, members, colors, out)
+        written += plot_samt_steps(row, members, colors, out)
+        row_sweeps = [s for s in sweeps if s.row == row]
+        if row_sweeps:
+            written += plot_lr_sensitivity(row, row_sweeps, colors, out)
+    return written
