@@ -35,7 +35,7 @@ def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
 
 def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64),
         hidden: int = 128, activation: str = "relu") -> nn.Sequential:
-    """Small CNN: per entry of ``channels`` a 3x3 conv + activation + 2x2 max-pool, then an MLP head.
+    """Small CNN: per ``channels`` entry a 3x3 conv + activation + 2x2 max-pool, then an MLP head.
 
     Fits 28x28x1 (MNIST-like) and 32x32x3 (CIFAR) inputs; any image of at least 2**len(channels)
     pixels per side works.

@@ -1,4 +1,4 @@
-"""Standard ``torch.optim`` optimizers behind the same ``step(inputs, targets)`` interface as SAMT."""
+"""``torch.optim`` optimizers behind the same ``step(inputs, targets)`` interface as SAMT."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from samt.optim.blocks import split_units
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 BASELINES: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -19,8 +21,7 @@ BASELINES: dict[str, type[torch.optim.Optimizer]] = {
 class TorchOptimizerStep:
     """Forward, backward and a ``torch.optim`` step; non-finite loss or gradient skips the step."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 optimizer: torch.optim.Optimizer):
+    def __init__(self, model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.layers = len(split_units(model)) if isinstance(model, nn.Sequential) else 1
@@ -36,7 +37,8 @@ class TorchOptimizerStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model(inputs), targets)
         loss.backward()
-        sums = torch.stack([loss.detach()] + [p.grad.sum() for p in self.params if p.grad is not None])
+        grads = [p.grad.sum() for p in self.params if p.grad is not None]
+        sums = torch.stack([loss.detach(), *grads])
         if bool(torch.isfinite(sums).all()):
             self.optimizer.step()
             self.param_updates += self.layers

@@ -29,7 +29,8 @@ def step_shape(step_type: str, weight_shape: torch.Size) -> tuple[int, ...]:
     if step_type == "element":
         return tuple(weight_shape)
     if ndim < 2:
-        raise ValueError(f"step_type={step_type!r} needs a weight with >= 2 dims, got {weight_shape}")
+        raise ValueError(
+            f"step_type={step_type!r} needs a weight with >= 2 dims, got {weight_shape}")
     if step_type == "row":
         return (weight_shape[0],) + (1,) * (ndim - 1)
     if step_type == "column":
@@ -49,6 +50,23 @@ def secondary_step(weight_step: torch.Tensor, param: torch.Tensor) -> torch.Tens
     if per_unit.shape[0] == 1 or per_unit.shape[0] != param.shape[0]:
         return per_unit.mean()
     return per_unit.reshape((-1,) + (1,) * (param.dim() - 1))
+
+
+def secondary_step_adjoint(h: torch.Tensor, weight_step_shape: torch.Size,
+                           param: torch.Tensor) -> torch.Tensor:
+    """Adjoint of ``secondary_step``: maps ``h`` (shape of ``param``) to the weight-step shape.
+
+    ``dot(secondary_step(e, p), h) == dot(e, secondary_step_adjoint(h, e.shape, p))``; folding
+    the bias term into the weight's meta-gradient this way avoids a full-size backward of a mean.
+    """
+    if len(weight_step_shape) == 0:
+        return h.sum()
+    per_dim = 1
+    for size in weight_step_shape[1:]:
+        per_dim *= size
+    if weight_step_shape[0] == 1 or weight_step_shape[0] != param.shape[0]:
+        return (h.sum() / (weight_step_shape[0] * per_dim)).expand(weight_step_shape)
+    return (h.reshape(-1) / per_dim).reshape((-1,) + (1,) * (len(weight_step_shape) - 1))
 
 
 # --- features ----------------------------------------------------------------------------------

@@ -36,21 +36,27 @@ from samt.optim.components import (
     gradient_features,
     project,
     secondary_step,
+    secondary_step_adjoint,
     squash,
     step_shape,
     theta_init,
 )
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 STAT_NAMES = ("eta_mean", "eta_std", "beta_mean", "grad_norm", "meta_loss", "skipped", "clamped")
 
 
 @dataclass
 class _Step:
-    """A unit's step: before clamping, clamped (the applied one), and the gate beta."""
+    """A unit's step before clamping (``raw``), the applied one (``eta``), and the gate beta."""
 
     raw: torch.Tensor
     eta: torch.Tensor
     beta: torch.Tensor
+
+    def clamp(self, low: float, high: float) -> None:
+        """Clamp the applied step (kept in the autograd graph: clamped entries get no meta-grad)."""
+        self.eta = self.raw.clamp(low, high)
 
 
 @dataclass
@@ -59,7 +65,8 @@ class _Visit:
 
     phis: list[torch.Tensor]             # squashed features per unit (detached)
     grads: list[torch.Tensor]            # gradients of the block's params, ``Block.params`` order
-    etas: list[torch.Tensor] | None = None  # applied steps with their graph (exact mode only)
+    etas: list[torch.Tensor] | None = None  # applied steps with their autograd graph, if kept
+    clamped: bool = True                 # whether any step entry needed clamping
 
 
 class SAMT:
@@ -82,7 +89,7 @@ class SAMT:
         seed: seed of the generator used by ``order: random``.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    def __init__(self, model: nn.Module, loss_fn: LossFn,
                  *, step_type: str = "element", eta0: float = 0.1, eta_min: float = 1e-6,
                  eta_max: float = 1.0, projection: str = "sigmoid", tanh_c: float = math.log(100.0),
                  combine: str = "convex", meta_mode: str = "exact", meta_lr: float = 1e-3,
@@ -97,7 +104,8 @@ class SAMT:
         _check_choice("order", order, ORDERS)
         _check_choice("meta_optimizer", meta_optimizer, ("adam", "sgd"))
         if not 0.0 <= eta_min < eta_max:
-            raise ValueError(f"need 0 <= eta_min < eta_max, got eta_min={eta_min}, eta_max={eta_max}")
+            raise ValueError(
+                f"need 0 <= eta_min < eta_max, got eta_min={eta_min}, eta_max={eta_max}")
         if not eta_min <= eta0 <= eta_max or (projection == "sigmoid" and eta0 >= eta_max):
             raise ValueError(f"eta0={eta0} must lie in [eta_min, eta_max] = [{eta_min}, {eta_max}]"
                              + (" and below eta_max for projection=sigmoid"
@@ -130,8 +138,9 @@ class SAMT:
 
     def _build_meta(self, hidden: int, shared: bool, kind: str, lr: float) -> None:
         self.meta = nn.Module()
+        self.shared = shared
         if not self.learns:
-            self.meta_optimizer = None
+            self.meta_optimizers = []
             return
         weight = self.blocks[0].units[0].weight
         n_feat = len(self.feature_idx)
@@ -145,13 +154,22 @@ class SAMT:
                                     dtype=u.weight.dtype, device=u.weight.device))
             for block in self.blocks for u in block.units)
         self.meta.to(device=weight.device, dtype=weight.dtype)
-        if kind == "adam":  # fused: one kernel per tensor instead of ~10 (CPU and CUDA)
-            self.meta_optimizer = torch.optim.Adam(self.meta.parameters(), lr=lr, fused=True)
-        else:
-            self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=lr)
         self._theta_offset = [0]
         for block in self.blocks:
             self._theta_offset.append(self._theta_offset[-1] + len(block.units))
+        # One meta-optimizer per block (one for all when the eta model is shared): a block's
+        # meta-step then touches only its own tensors, and fused Adam is one kernel per tensor.
+        groups = [list(self.meta.parameters())] if shared else [
+            [*self.meta.eta[k].parameters(),
+             *self.meta.theta[self._theta_offset[k]:self._theta_offset[k + 1]]]
+            for k in range(len(self.blocks))]
+        if kind == "adam":
+            self.meta_optimizers = [torch.optim.Adam(g, lr=lr, fused=True) for g in groups]
+        else:
+            self.meta_optimizers = [torch.optim.SGD(g, lr=lr) for g in groups]
+
+    def _meta_optimizer(self, k: int) -> torch.optim.Optimizer:
+        return self.meta_optimizers[0 if len(self.meta_optimizers) == 1 else k]
 
     # --- step sizes ----------------------------------------------------------------------------
 
@@ -176,11 +194,15 @@ class SAMT:
                 shape = step_shape(self.step_type, unit.weight.shape)
                 z_beta, z_m = z_beta.reshape(shape), z_m.reshape(shape)
             beta = torch.sigmoid(z_beta)
-            eta_hat = project(theta + z_m, self.projection, eta0, eta_max, self.tanh_c)
             if self.combine == "learned":
                 beta = torch.zeros_like(beta)
-            raw = combine(self.combine, beta, eta0, eta_hat)
-            out.append(_Step(raw, raw.clamp(self.eta_min * self.scale, eta_max), beta))
+            if self.projection == "sigmoid":  # beta*eta0 + (1-beta)*eta_max*sigmoid(.): one pass
+                raw = torch.addcmul(beta * eta0, (1.0 - beta) * eta_max,
+                                    torch.sigmoid(theta + z_m))
+            else:
+                eta_hat = project(theta + z_m, self.projection, eta0, eta_max, self.tanh_c)
+                raw = combine(self.combine, beta, eta0, eta_hat)
+            out.append(_Step(raw, raw, beta))
         return out
 
     # --- passes --------------------------------------------------------------------------------
@@ -209,10 +231,7 @@ class SAMT:
         start = low
         while start < top and self._inp[start + 1] is not None and self._attached[start + 1]:
             start += 1
-        if start == low:
-            h = self._input_of(low)
-        else:
-            h = self._inp[start]
+        h = self._input_of(low) if start == low else self._inp[start]
         for j in range(start, top):
             if j > start:
                 self._inp[j] = h.detach()
@@ -259,35 +278,50 @@ class SAMT:
         phis = [squash(r[..., self.feature_idx]) for r in raws]
         with torch.set_grad_enabled(keep_graph):
             steps = self._unit_steps(k, phis)
+        low, high = self.eta_min * self.scale, self.eta_max * self.scale
         with torch.no_grad():
             rows = []
             for raw, step in zip(raws, steps, strict=True):
-                flat = step.eta.detach().reshape(-1)
-                mean = flat.sum() / flat.numel()
-                var = (torch.dot(flat, flat) / flat.numel() - mean * mean).clamp_min(0.0)
-                lo, hi = torch.aminmax(step.raw.detach())
-                clamped = (lo < self.eta_min * self.scale) | (hi > self.eta_max * self.scale)
-                rows.append(torch.stack([mean, var.sqrt(), step.beta.detach().mean(),
-                                         raw[..., 4].square().sum().sqrt(),
-                                         clamped.to(mean.dtype)]))
-            row = torch.stack(rows).mean(dim=0)
-            checks.append(row)
+                flat = step.raw.detach().reshape(-1)
+                lo, hi = torch.aminmax(flat)
+                rows.append(torch.stack([flat.sum(), torch.dot(flat, flat), lo, hi,
+                                         step.beta.detach().mean(),
+                                         raw[..., 4].square().sum().sqrt()]))
+            sums = torch.stack(rows)
+            checks.append(sums.reshape(-1))
+            # The one host sync per block: finiteness, and whether any entry needs clamping.
+            finite, lo, hi = torch.stack([torch.isfinite(torch.cat(checks)).all().to(sums.dtype),
+                                          sums[:, 2].min(), sums[:, 3].max()]).tolist()
             stats = self._stats[k]
-            if not bool(torch.isfinite(torch.cat(checks)).all()):  # the one host sync per block
+            if not finite:
                 stats[STAT_NAMES.index("skipped")] += 1
                 self.skipped_total += 1
                 return None
+            clamped = lo < low or hi > high
             for unit, step in zip(block.units, steps, strict=True):
+                if clamped:
+                    with torch.set_grad_enabled(keep_graph):
+                        step.clamp(low, high)
                 eta = step.eta.detach()
                 unit.weight.addcmul_(eta, grad_of[id(unit.weight)], value=-1.0)
                 for p in unit.secondaries:
                     p.addcmul_(secondary_step(eta, p), grad_of[id(p)], value=-1.0)
-            stats[:4] += row[:4]
-            stats[STAT_NAMES.index("clamped")] += row[4]
+            n = torch.tensor([float(s.raw.numel()) for s in steps], dtype=sums.dtype,
+                             device=sums.device)
+            mean = sums[:, 0] / n
+            if clamped:  # exact statistics of the clamped steps
+                flats = [s.eta.detach().reshape(-1) for s in steps]
+                mean = torch.stack([f.sum() for f in flats]) / n
+                sq = torch.stack([torch.dot(f, f) for f in flats])
+            else:
+                sq = sums[:, 1]
+            std = (sq / n - mean * mean).clamp_min(0.0).sqrt()
+            stats[:4] += torch.stack([mean, std, sums[:, 4], sums[:, 5]], dim=1).mean(dim=0)
+            stats[STAT_NAMES.index("clamped")] += float(clamped)
             stats[-2] += 1
         self.param_updates += len(block.units)
         self._invalidate_above(k)
-        return _Visit(phis, grads, [s.eta for s in steps] if keep_graph else None)
+        return _Visit(phis, grads, [s.eta for s in steps] if keep_graph else None, clamped)
 
     def _meta_update(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
                      meta_loss: torch.Tensor) -> None:
@@ -295,26 +329,43 @@ class SAMT:
         block = self.blocks[k]
         etas = visit.etas
         if etas is None:  # recompute the steps with the current meta-parameters
-            etas = [s.eta for s in self._unit_steps(k, visit.phis)]
+            etas = []
+            for step in self._unit_steps(k, visit.phis):
+                if visit.clamped:
+                    step.clamp(self.eta_min * self.scale, self.eta_max * self.scale)
+                etas.append(step.eta)
         grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
                            strict=True))
         surrogate = meta_loss.new_zeros(())
         for unit, eta in zip(block.units, etas, strict=True):
-            for p in (unit.weight, *unit.secondaries):
+            g, g_new = grad_of[id(unit.weight)]
+            hyper = _sum_to(g_new * g, eta.shape)
+            for p in unit.secondaries:  # the bias steps are linear in eta: fold them in
                 g, g_new = grad_of[id(p)]
-                step = eta if p is unit.weight else secondary_step(eta, p)
-                hyper = _sum_to(g_new * g, step.shape)
-                surrogate = surrogate - torch.dot(step.reshape(-1), hyper.reshape(-1))
+                hyper = hyper + secondary_step_adjoint(g_new * g, eta.shape, p)
+            surrogate = surrogate - torch.dot(eta.reshape(-1), hyper.reshape(-1))
         if not bool(torch.isfinite(surrogate.detach() + meta_loss)):
             self._stats[k][STAT_NAMES.index("skipped")] += 1
             return
-        self.meta_optimizer.zero_grad(set_to_none=True)
+        self.meta.zero_grad(set_to_none=True)  # also clears other blocks' last meta-gradients
         surrogate.backward()
-        self.meta_optimizer.step()
+        self._meta_optimizer(k).step()
         self._stats[k][STAT_NAMES.index("meta_loss")] += meta_loss
         self._stats[k][-1] += 1
 
     # --- public API ----------------------------------------------------------------------------
+
+    def _keep_graph(self, meta_now: bool) -> bool:
+        """Keep this visit's step graph for its meta-update instead of recomputing it later.
+
+        Valid while no meta-parameter it used changes before that update: always in exact mode
+        (the update follows at once); in the other modes only with per-block eta models, whose
+        parameters change only in their own block's meta-update.
+        """
+        if self.meta_mode == "exact":
+            return meta_now
+        next_is_meta = (self.iteration + 1) % self.meta_interval == 0
+        return self.learns and next_is_meta and not self.shared
 
     def _block_order(self) -> list[int]:
         n = len(self.blocks)
@@ -349,8 +400,7 @@ class SAMT:
                 pending = None
             if meta_now and self.meta_mode == "hypergradient" and k in self._prev:
                 self._meta_update(k, self._prev.pop(k), grads[k], loss)
-            keep = meta_now and self.meta_mode == "exact"
-            visit = self._apply(k, loss, grads[k], keep_graph=keep)
+            visit = self._apply(k, loss, grads[k], keep_graph=self._keep_graph(meta_now))
             grads = {}
             if visit is None or not self.learns:
                 continue
@@ -365,7 +415,7 @@ class SAMT:
         return first_loss
 
     def set_scale(self, scale: float) -> None:
-        """Scale ``eta0``, ``eta_min`` and ``eta_max`` (hence every step) by ``scale`` (schedules)."""
+        """Scale ``eta0``, ``eta_min``, ``eta_max`` (hence every step) by ``scale`` (schedules)."""
         self.scale = float(scale)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -391,8 +441,7 @@ class SAMT:
         """Meta-parameters, meta-optimizer state, pending visits, counters and RNG state."""
         return {
             "meta": self.meta.state_dict(),
-            "meta_optimizer": None if self.meta_optimizer is None
-            else self.meta_optimizer.state_dict(),
+            "meta_optimizers": [opt.state_dict() for opt in self.meta_optimizers],
             "prev": {k: (v.phis, v.grads) for k, v in self._prev.items()},
             "iteration": self.iteration,
             "scale": self.scale,
@@ -403,8 +452,8 @@ class SAMT:
 
     def load_state_dict(self, state: dict) -> None:
         self.meta.load_state_dict(state["meta"])
-        if self.meta_optimizer is not None:
-            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        for opt, opt_state in zip(self.meta_optimizers, state["meta_optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
         self._prev = {int(k): _Visit(list(p), list(g)) for k, (p, g) in state["prev"].items()}
         self.iteration = state["iteration"]
         self.scale = state["scale"]

@@ -118,10 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = write_tables(tables, out, args.formats)
     if "csv" in args.formats:
         for name, frame in (("aggregates", agg), ("all_runs", run_table(runs))):
-            frame.to_csv(out / f"{name}.csv", index=False)
+            frame.convert_dtypes().to_csv(out / f"{name}.csv", index=False)
             written.append(out / f"{name}.csv")
         if not ttt.empty:
-            ttt.to_csv(out / "time_to_target_long.csv", index=False)
+            ttt.convert_dtypes().to_csv(out / "time_to_target_long.csv", index=False)
             written.append(out / "time_to_target_long.csv")
     plots = plot_all(groups, lr_sweeps(groups), columns, out / "plots")
     if "md" in args.formats:

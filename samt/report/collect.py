@@ -60,6 +60,15 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
+def _freeze(value: Any) -> Any:
+    """Lists (also nested, also holding dicts) as tuples, so that a config value is hashable."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((str(k), _freeze(v)) for k, v in value.items())
+    return value
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config -> ``{"optimizer.lr": 0.1, "model.hidden": (400,)}`` (lists become tuples)."""
     flat: dict[str, Any] = {}
@@ -67,10 +76,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            flat[name] = tuple(value)
         else:
-            flat[name] = value
+            flat[name] = _freeze(value)
     return flat
 
 

@@ -1,0 +1,221 @@
+"""Benchmark harness: per-iteration time and peak memory of SAMT variants vs Adam and SGD.
+
+One process, synthetic tensors in the real shapes, warm-up, then interleaved rounds (every
+optimizer runs a few iterations per round, in turn); the median over rounds is reported as a
+ratio to Adam measured in the same rounds. Peak memory is the peak RSS growth of a fresh
+subprocess per optimizer (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA).
+
+    python scripts/bench.py                      # all cases, CPU, 2 threads
+    python scripts/bench.py --cases mnist --rounds 5 --device cuda
+Writes bench/bench.csv and bench/depth.png (ratio vs depth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from samt.models import cnn, mlp
+from samt.optim import build_optimizer
+
+TARGETS = {  # (case, optimizer label) -> target ratio to Adam
+    ("mnist_mlp400", "samt_e hypergradient"): 1.25,
+    ("mnist_mlp400", "samt_e exact"): 2.0,
+    ("mnist_mlp400", "samt_s exact"): 1.8,
+    ("depth16_gs4", "samt_e hypergradient"): 2.5,
+}
+MEMORY_TARGET = 1.5  # peak memory SAMT-E / Adam on MNIST MLP-400
+
+
+def optimizer_grid(depth_case: bool) -> dict[str, dict]:
+    """Label -> build_optimizer options."""
+    grid: dict[str, dict] = {"adam": {"name": "adam", "lr": 1e-3},
+                             "sgd": {"name": "sgd", "lr": 0.1}}
+    types = ("element",) if depth_case else ("scalar", "element", "row", "column")
+    for step_type in types:
+        for mode in ("exact", "hypergradient"):
+            grid[f"samt_{step_type[0]} {mode}"] = {"name": "samt", "step_type": step_type,
+                                                   "meta_mode": mode}
+    return grid
+
+
+def cases(selected: set[str]) -> list[tuple[str, Callable[[], nn.Module], tuple, int, dict]]:
+    """(name, model factory, input shape, classes, extra optimizer options)."""
+    out = []
+    if "mnist" in selected:
+        out.append(("mnist_mlp400", lambda: mlp((1, 28, 28), 10, [400]), (1, 28, 28), 10, {}))
+    if "cnn" in selected:
+        out.append(("cnn_32x32x3", lambda: cnn((3, 32, 32), 10), (3, 32, 32), 10, {}))
+    if "depth" in selected:
+        for depth in (2, 4, 8, 16):
+            for group in (1, 4):
+                out.append((f"depth{depth}_gs{group}",
+                            lambda d=depth: mlp((256,), 10, [256] * d), (256,), 10,
+                            {"group_size": group}))
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_case(factory, shape, classes, extra, grid, device, rounds, iters, batch):
+    """Median seconds per iteration of every optimizer in ``grid``, interleaved rounds."""
+    torch.manual_seed(0)
+    x = torch.randn(batch * iters, *shape, device=device)
+    y = torch.randint(0, classes, (batch * iters,), device=device)
+    steppers = {}
+    for label, options in grid.items():
+        opts = dict(options)
+        name = opts.pop("name")
+        if name == "samt":
+            opts.update(extra)
+        steppers[label] = build_optimizer(name, factory().to(device),
+                                          nn.functional.cross_entropy, **opts)
+    samples: dict[str, list[float]] = {label: [] for label in grid}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for label, stepper in steppers.items():
+            sync(device)
+            start = time.perf_counter()
+            for i in range(iters):
+                stepper.step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+            sync(device)
+            if round_:
+                samples[label].append((time.perf_counter() - start) / iters)
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+MEMORY_PROBE = """
+import json, resource, sys, torch
+from torch import nn
+from samt.models import mlp
+from samt.optim import build_optimizer
+torch.set_num_threads({threads})
+opts = json.loads(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+x = torch.randn(128, 1, 28, 28); y = torch.randint(0, 10, (128,))
+model = mlp((1, 28, 28), 10, [400])
+name = opts.pop("name")
+opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
+for _ in range(20):
+    opt.step(x, y)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def peak_memory_cpu(options: dict, threads: int) -> int:
+    """Peak RSS growth (bytes) of a fresh process from before the model to after 20 steps."""
+    code = MEMORY_PROBE.format(threads=threads)
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(options)], check=True,
+                          capture_output=True, text=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def peak_memory_cuda(options: dict, device: torch.device) -> int:
+    opts = dict(options)
+    name = opts.pop("name")
+    torch.manual_seed(0)
+    x = torch.randn(128, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (128,), device=device)
+    model = mlp((1, 28, 28), 10, [400]).to(device)
+    opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(20):
+        opt.step(x, y)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def plot_depth(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for group in (1, 4):
+        for mode in ("exact", "hypergradient"):
+            pts = sorted((int(r["case"][5:].split("_")[0]), r["ratio_to_adam"]) for r in rows
+                         if r["case"].startswith("depth") and r["case"].endswith(f"gs{group}")
+                         and r["optimizer"] == f"samt_e {mode}")
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"SAMT-E {mode}, group {group}")
+    ax.set(xlabel="hidden layers (width 256)", ylabel="time per iteration / Adam",
+           xscale="log", title="SAMT cost vs depth")
+    ax.set_xticks([2, 4, 8, 16], labels=["2", "4", "8", "16"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="mnist,cnn,depth",
+                        help="comma list of: mnist, cnn, depth")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iters", type=int, default=10, help="iterations per round")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--out", default="bench")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {args.threads} threads")
+    print(f"per-iteration time, median of {args.rounds} interleaved rounds x {args.iters} "
+          f"iterations, batch {args.batch}; {where}")
+    print(f"{'case':<14}{'optimizer':<24}{'ms/iter':>9}{'x Adam':>8}{'target':>8}")
+    for name, factory, shape, classes, extra in cases(set(args.cases.split(","))):
+        grid = optimizer_grid(name.startswith("depth"))
+        times = time_case(factory, shape, classes, extra, grid, device, args.rounds, args.iters,
+                          args.batch)
+        for label, seconds in times.items():
+            ratio = seconds / times["adam"]
+            target = TARGETS.get((name, label))
+            rows.append({"case": name, "optimizer": label, "ms_per_iter": 1e3 * seconds,
+                         "ratio_to_adam": ratio, "target": target or "",
+                         "met": "" if target is None else ratio <= target})
+            mark = "" if target is None else f"{target:>7.2f}" + (" ok" if ratio <= target
+                                                                 else " MISSED")
+            print(f"{name:<14}{label:<24}{1e3 * seconds:>9.2f}{ratio:>8.2f}{mark:>8}")
+    if "mnist" in args.cases:
+        grid = optimizer_grid(False)
+        memory = {label: (peak_memory_cuda(grid[label], device) if device.type == "cuda"
+                          else peak_memory_cpu(grid[label], args.threads))
+                  for label in ("adam", "samt_e exact", "samt_e hypergradient")}
+        for label, peak in memory.items():
+            ratio = peak / max(memory["adam"], 1)
+            print(f"memory {label:<22} peak +{peak / 2**20:7.1f} MiB  {ratio:5.2f}x Adam"
+                  + (f"  target {MEMORY_TARGET}" if label != "adam" else ""))
+            rows.append({"case": "mnist_mlp400_memory", "optimizer": label,
+                         "ms_per_iter": "", "ratio_to_adam": ratio,
+                         "target": MEMORY_TARGET if label != "adam" else "",
+                         "met": "" if label == "adam" else ratio <= MEMORY_TARGET})
+    with open(out / "bench.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if "depth" in args.cases:
+        plot_depth(rows, out / "depth.png")
+    print(f"wrote {out / 'bench.csv'}" + (f" and {out / 'depth.png'}" if "depth" in args.cases
+                                          else ""))
+
+
+if __name__ == "__main__":
+    main()
