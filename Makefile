@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
-.PHONY: help install data test test-slow lint run bench-runner clean
+.PHONY: help install data test test-slow lint run bench bench-runner table-mnist report clean
+JOBS ?= 2
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +31,16 @@ lint:  ## ruff
 
 run:  ## the paper's headline run (MNIST, MLP-400)
 	$(BIN)/samt-run
+
+table-mnist:  ## paper table: MNIST + Fashion-MNIST, MLP-400 (grid, seeds, report -> results/)
+	$(BIN)/python scripts/reproduce.py mnist_mlp --jobs $(JOBS)
+
+report:  ## re-aggregate every reproduced table from its runs/ folder into results/
+	for d in runs/*/final; do n=$$(basename $$(dirname $$d)); \
+	  $(BIN)/samt-report $$d --out results/$$n; done
+
+bench:  ## per-iteration cost of SAMT vs Adam/SGD (ratios, CSV, depth plot)
+	$(BIN)/python scripts/bench.py --out bench
 
 bench-runner:  ## runner epoch vs a bare loop (Adam, MNIST MLP-400)
 	$(BIN)/python scripts/bench_runner.py
