@@ -120,3 +120,25 @@ def test_cli_missing_dataset_offline_names_what_to_do(tmp_path):
     assert done.returncode != 0
     assert "kmnist" in done.stderr.lower() and str(tmp_path) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+SAMT_PRESETS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml")
+                      if p.stem.startswith(("samt", "am_")))
+
+
+@pytest.mark.parametrize("preset", SAMT_PRESETS)
+def test_every_samt_preset_trains_end_to_end(preset, tmp_path):
+    run_training(_config(tmp_path, f"optimizer={preset}", "epochs=1", "model.hidden=[16]"),
+                 tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["final"]["test_metric"] > 20.0  # chance is 10 %
+
+
+def test_samt_in_your_loop_example_runs():
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "samt_in_your_loop.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "MLP: test accuracy" in done.stdout and "SAMTModelError" in done.stdout
