@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
-.PHONY: help install data test test-slow lint run bench bench-runner table-mnist report clean
+.PHONY: help install data test test-slow lint run bench bench-runner table-mnist table-cifar \
+	table-regression ablations report clean
 JOBS ?= 2
 
 help:  ## list the targets
@@ -34,6 +35,16 @@ run:  ## the paper's headline run (MNIST, MLP-400)
 
 table-mnist:  ## paper table: MNIST + Fashion-MNIST, MLP-400 (grid, seeds, report -> results/)
 	$(BIN)/python scripts/reproduce.py mnist_mlp --jobs $(JOBS)
+
+table-cifar:  ## paper claim: CIFAR-10/100 CNN (needs the CIFAR files / internet)
+	$(BIN)/python scripts/reproduce.py cifar_cnn --jobs $(JOBS)
+
+table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
+	$(BIN)/python scripts/reproduce.py regression --jobs $(JOBS)
+
+ablations:  ## step types S/E/R/C and the combine ablation on Fashion-MNIST
+	$(BIN)/python scripts/reproduce.py step_types --jobs $(JOBS)
+	$(BIN)/python scripts/reproduce.py ablation_combine --jobs $(JOBS)
 
 report:  ## re-aggregate every reproduced table from its runs/ folder into results/
 	for d in runs/*/final; do n=$$(basename $$(dirname $$d)); \

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -160,10 +162,31 @@ def plot_depth(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def runner_overhead(threads: int) -> list[dict]:
+    """Adam epoch through the runner vs a bare loop (scripts/bench_runner.py), MNIST MLP-400."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_runner", Path(__file__).with_name("bench_runner.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    medians = module.measure("mnist", 3, threads, os.environ.get("SAMT_DATA_ROOT", "data"))
+    base = medians["bare loop"]
+    rows = []
+    for label, seconds in medians.items():
+        ratio = seconds / base
+        target = 1.15 if label == "runner" else None
+        print(f"runner epoch  {label:<24}{seconds:>8.2f}s{ratio:>8.2f}"
+              + ("" if target is None else f"{target:>7.2f}" + (" ok" if ratio <= target
+                                                               else " MISSED")))
+        rows.append({"case": "runner_epoch_vs_bare_loop", "optimizer": label,
+                     "ms_per_iter": "", "ratio_to_adam": ratio, "target": target or "",
+                     "met": "" if target is None else ratio <= target})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="mnist,cnn,depth",
-                        help="comma list of: mnist, cnn, depth")
+    parser.add_argument("--cases", default="mnist,cnn,depth,runner",
+                        help="comma list of: mnist, cnn, depth, runner (needs MNIST data)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
@@ -207,6 +230,8 @@ def main() -> None:
                          "ms_per_iter": "", "ratio_to_adam": ratio,
                          "target": MEMORY_TARGET if label != "adam" else "",
                          "met": "" if label == "adam" else ratio <= MEMORY_TARGET})
+    if "runner" in args.cases:
+        rows += runner_overhead(args.threads)
     with open(out / "bench.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -48,6 +48,30 @@ def runner_epoch(cfg: dict, folder: Path, progress: bool) -> float:
     return seconds
 
 
+def measure(dataset: str, rounds: int, threads: int, data_root: str) -> dict[str, float]:
+    """Median epoch seconds of the bare loop, the runner, and the runner with its progress bar."""
+    torch.set_num_threads(threads)
+    cfg = {"dataset": {"name": dataset}, "model": {"name": "mlp", "hidden": [400]},
+           "optimizer": {"name": "adam", "label": "adam", "lr": 1e-3}, "seed": 0, "epochs": 1,
+           "batch_size": 128, "eval_batch_size": 4096, "progress": False,
+           "max_consecutive_skips": 50, "device": {"type": "cpu", "threads": threads},
+           "data": {"root": data_root, "download": False}}
+    with TemporaryDirectory() as tmp:
+        probe = Run(cfg, Path(tmp))
+        probe.setup()
+        x, y = probe.data.x_train, probe.data.y_train
+        gen = torch.Generator().manual_seed(0)
+        times: dict[str, list[float]] = {"bare loop": [], "runner": [], "runner + tqdm": []}
+        for round_ in range(rounds + 1):  # round 0 is the warm-up
+            sample = {"bare loop": bare_epoch(x, y, 128, gen),
+                      "runner": runner_epoch(cfg, Path(tmp), progress=False),
+                      "runner + tqdm": runner_epoch(cfg, Path(tmp), progress=True)}
+            if round_:
+                for key, value in sample.items():
+                    times[key].append(value)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
@@ -55,30 +79,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", default=os.environ.get("SAMT_DATA_ROOT", "data"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = {"dataset": {"name": args.dataset}, "model": {"name": "mlp", "hidden": [400]},
-           "optimizer": {"name": "adam", "label": "adam", "lr": 1e-3}, "seed": 0, "epochs": 1,
-           "batch_size": 128, "eval_batch_size": 4096, "progress": False,
-           "max_consecutive_skips": 50, "device": {"type": "cpu", "threads": args.threads},
-           "data": {"root": args.data_root, "download": False}}
-    with TemporaryDirectory() as tmp:
-        probe = Run(cfg, Path(tmp))
-        probe.setup()
-        x, y = probe.data.x_train, probe.data.y_train
-        gen = torch.Generator().manual_seed(0)
-        times: dict[str, list[float]] = {"bare loop": [], "runner": [], "runner + tqdm": []}
-        for round_ in range(args.rounds + 1):  # round 0 is the warm-up
-            sample = {"bare loop": bare_epoch(x, y, 128, gen),
-                      "runner": runner_epoch(cfg, Path(tmp), progress=False),
-                      "runner + tqdm": runner_epoch(cfg, Path(tmp), progress=True)}
-            if round_:
-                for key, value in sample.items():
-                    times[key].append(value)
-    base = statistics.median(times["bare loop"])
+    medians = measure(args.dataset, args.rounds, args.threads, args.data_root)
+    base = medians["bare loop"]
     print(f"{'loop':<16}{'median epoch s':>16}{'ratio':>8}   (Adam, {args.dataset} MLP-400, "
           f"batch 128, {args.threads} threads, {args.rounds} interleaved rounds)")
-    for key, values in times.items():
-        median = statistics.median(values)
+    for key, median in medians.items():
         print(f"{key:<16}{median:>16.3f}{median / base:>8.3f}")
     print("target: runner <= 1.15x the bare loop")
 

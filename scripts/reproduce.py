@@ -104,6 +104,8 @@ def main() -> None:
     grid_jobs = []
     for dataset in protocol["datasets"]:
         for opt, spec in protocol["optimizers"].items():
+            if len(spec["grid"]) == 1:  # nothing to choose: no grid run
+                continue
             for value in spec["grid"]:
                 seed = protocol["grid_seed"]
                 folder = run_folder(runs / "grid", dataset, opt, spec["key"], value, seed)
@@ -116,6 +118,11 @@ def main() -> None:
              f"{protocol['grid_seed']}) | chosen |", "|---|---|---|---|---|"]
     for dataset in protocol["datasets"]:
         for opt, spec in protocol["optimizers"].items():
+            if len(spec["grid"]) == 1:
+                chosen[(dataset, opt)] = (spec["key"], spec["grid"][0], spec.get("tied", {}))
+                lines.append(f"| {dataset} | {opt} | {spec['key']} | fixed by the preset | "
+                             f"{spec['grid'][0]} |")
+                continue
             scores = {}
             for value in spec["grid"]:
                 folder = run_folder(runs / "grid", dataset, opt, spec["key"], value,
