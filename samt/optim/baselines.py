@@ -8,13 +8,29 @@ import torch
 from torch import nn
 
 from samt.optim.blocks import split_units
+from samt.optim.hypergradient_sgd import HypergradientSGD
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-BASELINES: dict[str, type[torch.optim.Optimizer]] = {
+def _schedulefree_adamw(params, **options) -> torch.optim.Optimizer:
+    from schedulefree import AdamWScheduleFree
+
+    return AdamWScheduleFree(params, **options)
+
+
+def _prodigy(params, **options) -> torch.optim.Optimizer:
+    from prodigyopt import Prodigy
+
+    return Prodigy(params, **options)
+
+
+BASELINES: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,
+    "hypergradient_sgd": HypergradientSGD,
+    "schedulefree_adamw": _schedulefree_adamw,
+    "prodigy": _prodigy,
 }
 
 
@@ -47,6 +63,16 @@ class TorchOptimizerStep:
             self.skipped_total += 1
             self._skipped_epoch += 1
         return loss.detach()
+
+    def train_mode(self) -> None:
+        """Before training steps: schedule-free optimizers switch to their training weights."""
+        if hasattr(self.optimizer, "train"):
+            self.optimizer.train()
+
+    def eval_mode(self) -> None:
+        """Before evaluation: schedule-free optimizers switch to their averaged weights."""
+        if hasattr(self.optimizer, "eval"):
+            self.optimizer.eval()
 
     def set_scale(self, scale: float) -> None:
         """Scale every parameter group's learning rate by ``scale`` (schedules)."""

@@ -38,6 +38,7 @@ from samt.optim.components import (
     secondary_step,
     secondary_step_adjoint,
     squash,
+    step_hypergradient,
     step_shape,
     theta_init,
 )
@@ -339,11 +340,11 @@ class SAMT:
         surrogate = meta_loss.new_zeros(())
         for unit, eta in zip(block.units, etas, strict=True):
             g, g_new = grad_of[id(unit.weight)]
-            hyper = _sum_to(g_new * g, eta.shape)
+            hyper = step_hypergradient(g_new, g, eta.shape)
             for p in unit.secondaries:  # the bias steps are linear in eta: fold them in
                 g, g_new = grad_of[id(p)]
-                hyper = hyper + secondary_step_adjoint(g_new * g, eta.shape, p)
-            surrogate = surrogate - torch.dot(eta.reshape(-1), hyper.reshape(-1))
+                hyper = hyper - secondary_step_adjoint(g_new * g, eta.shape, p)
+            surrogate = surrogate + torch.dot(eta.reshape(-1), hyper.reshape(-1))
         if not bool(torch.isfinite(surrogate.detach() + meta_loss)):
             self._stats[k][STAT_NAMES.index("skipped")] += 1
             return
@@ -414,6 +415,12 @@ class SAMT:
         self._inp, self._attached = [], []
         return first_loss
 
+    def train_mode(self) -> None:
+        """Nothing to switch: SAMT trains the model's own weights (kept for the runner's API)."""
+
+    def eval_mode(self) -> None:
+        """Nothing to switch: SAMT trains the model's own weights (kept for the runner's API)."""
+
     def set_scale(self, scale: float) -> None:
         """Scale ``eta0``, ``eta_min``, ``eta_max`` (hence every step) by ``scale`` (schedules)."""
         self.scale = float(scale)
@@ -460,16 +467,6 @@ class SAMT:
         self.param_updates = state["param_updates"]
         self.skipped_total = state["skipped_total"]
         self.generator.set_state(state["generator"])
-
-
-def _sum_to(x: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Sum ``x`` over the dims along which a tensor of ``shape`` was broadcast to ``x``."""
-    if x.shape == tuple(shape):
-        return x
-    if len(shape) == 0:
-        return x.sum()
-    dims = tuple(i for i, s in enumerate(shape) if s == 1 and x.shape[i] != 1)
-    return x.sum(dim=dims, keepdim=True).reshape(shape)
 
 
 def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
