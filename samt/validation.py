@@ -1,13 +1,22 @@
-"""Check a resolved run config before any work starts: one place, one clear message per problem."""
+"""Check a resolved run config before any work starts: one place, one clear message per problem.
+
+``validate_config`` checks types, ranges, choices and unknown keys (static, no I/O except
+``data.root``); ``validate_environment`` checks what depends on the machine (CUDA);
+``validate_against_data`` checks what needs the loaded dataset (batch size). Every failure is a
+``ConfigError`` whose message names the key, the value given and what is allowed.
+"""
 
 from __future__ import annotations
 
+import inspect
+import math
 from pathlib import Path
 from typing import Any
 
 from samt.data import DATASETS
-from samt.models import MODELS
-from samt.optim import OPTIMIZERS
+from samt.models import _ACTIVATIONS, MODELS
+from samt.optim import OPTIMIZERS, SAMT
+from samt.optim.baselines import BASELINES
 from samt.optim.components import (
     COMBINES,
     FEATURE_NAMES,
@@ -18,6 +27,12 @@ from samt.optim.components import (
 )
 from samt.optim.schedules import SCHEDULES
 
+RUNNER_KEYS = ("name", "label", "schedule")  # optimizer-group keys the runner itself handles
+RESUME_CHOICES = ("auto", True, False)
+# Optimizers whose step size is their own trained or averaged state: no outside schedule.
+CONSTANT_SCHEDULE_ONLY = ("hypergradient_sgd", "schedulefree_adamw")
+TOP_KEYS = ("dataset", "model", "optimizer", "device", "data")  # sections that must exist
+
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key, the value and what is allowed."""
@@ -27,64 +42,152 @@ def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
+def _get(cfg: dict, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _number(cfg: dict, key: str, kind: type, low: float | None = None, *,
-            strict: bool = False) -> Any:
-    section, _, name = key.rpartition(".")
-    node = cfg
-    for part in filter(None, section.split(".")):
-        node = node[part]
-    value = node.get(name)
+            strict: bool = False, high: float | None = None, high_strict: bool = False) -> Any:
+    value = _get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         _fail(key, value, f"expected {'a number' if kind is float else 'an integer'}")
+    if not math.isfinite(value):
+        _fail(key, value, "expected a finite number")
     if low is not None and (value <= low if strict else value < low):
         _fail(key, value, f"must be {'>' if strict else '>='} {low}")
+    if high is not None and (value >= high if high_strict else value > high):
+        _fail(key, value, f"must be {'<' if high_strict else '<='} {high}")
     return value
 
 
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        _fail(key, value, f"allowed: {', '.join(allowed)}")
+def _bool(cfg: dict, key: str, *, optional: bool = False) -> None:
+    value = _get(cfg, key)
+    if not (isinstance(value, bool) or (optional and value is None)):
+        _fail(key, value, "expected true or false" + (" (or null)" if optional else ""))
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if not any(type(value) is type(a) and value == a for a in allowed):
+        names = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+        _fail(key, value, f"allowed: {names}")
+
+
+def _known_keys(section: str, node: dict, known: tuple[str, ...] | list[str] | None,
+                what: str) -> None:
+    if known is None:
+        return
+    for key in node:
+        if key not in known:
+            _fail(f"{section}.{key}", node[key],
+                  f"unknown key for {what}; known keys: {', '.join(sorted(known))}")
+
+
+def _positive_int_list(cfg: dict, key: str, example: str) -> None:
+    value = _get(cfg, key)
+    if not isinstance(value, list) or not value or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        _fail(key, value, f"a non-empty list of positive integers, e.g. {example}")
+
+
+def _signature_keys(fn: Any, skip: tuple[str, ...]) -> list[str] | None:
+    """Keyword options ``fn`` accepts; ``None`` when it takes ``**options`` (a factory whose
+    options only the optimizer it builds knows: checked when it is built)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [p for p in params if p not in skip]
+
+
+def _with(fixed: tuple[str, ...], keys: list[str] | None) -> list[str] | None:
+    return None if keys is None else [*fixed, *keys]
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise ``ConfigError`` for the first invalid value in the resolved config ``cfg``."""
+    for section in TOP_KEYS:
+        if not isinstance(cfg.get(section), dict):
+            _fail(section, cfg.get(section), "expected a config group (a mapping)")
     _number(cfg, "epochs", int, 1)
     _number(cfg, "batch_size", int, 1)
     _number(cfg, "eval_batch_size", int, 1)
     _number(cfg, "seed", int, 0)
     _number(cfg, "max_consecutive_skips", int, 1)
-    _choice("dataset.name", cfg["dataset"]["name"], tuple(DATASETS))
-    if "split" in cfg["dataset"]:
-        _number(cfg, "dataset.split", int, 0)
-    _choice("model.name", cfg["model"]["name"], tuple(MODELS))
-    hidden = cfg["model"].get("hidden")
-    if isinstance(hidden, list) and (not hidden or any(
-            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)):
-        _fail("model.hidden", hidden, "a non-empty list of positive integers, e.g. [400]")
-    _choice("device.type", cfg["device"]["type"], ("cpu", "cuda", "auto"))
-    root = Path(cfg["data"]["root"])
-    if root.exists() and not root.is_dir():
-        _fail("data.root", str(root), "must be a folder (set SAMT_DATA_ROOT or data.root)")
+    _bool(cfg, "progress")
+    _choice("resume", cfg.get("resume", "auto"), RESUME_CHOICES)
+    _validate_dataset(cfg)
+    _validate_model(cfg)
+    _validate_device(cfg)
+    _validate_data(cfg)
     _validate_optimizer(cfg)
+
+
+def _validate_dataset(cfg: dict[str, Any]) -> None:
+    ds = cfg["dataset"]
+    _choice("dataset.name", ds.get("name"), tuple(DATASETS))
+    _known_keys("dataset", ds, ("name", "split"), f"dataset {ds['name']}")
+    if "split" in ds:
+        _number(cfg, "dataset.split", int, 0)
+
+
+def _validate_model(cfg: dict[str, Any]) -> None:
+    model = cfg["model"]
+    name = model.get("name")
+    _choice("model.name", name, tuple(MODELS))
+    _known_keys("model", model, _with(("name",), _signature_keys(MODELS[name], (
+        "input_shape", "num_outputs"))), f"model {name}")
+    if "activation" in model:
+        _choice("model.activation", model["activation"], tuple(_ACTIVATIONS))
+    if name == "cnn":
+        if "channels" in model:
+            _positive_int_list(cfg, "model.channels", "[32, 64]")
+        if "hidden" in model:
+            _number(cfg, "model.hidden", int, 1)
+    else:
+        _positive_int_list(cfg, "model.hidden", "[400]")
+
+
+def _validate_device(cfg: dict[str, Any]) -> None:
+    device = cfg["device"]
+    _choice("device.type", device.get("type"), ("cpu", "cuda", "auto"))
+    _known_keys("device", device, ("type", "threads"), "device")
+    if device.get("threads") is not None:
+        _number(cfg, "device.threads", int, 1)
+
+
+def _validate_data(cfg: dict[str, Any]) -> None:
+    data = cfg["data"]
+    _known_keys("data", data, ("root", "download"), "data")
+    root = data.get("root")
+    if not isinstance(root, str) or not root:
+        _fail("data.root", root, "expected a folder path (set SAMT_DATA_ROOT or data.root)")
+    path = Path(root).expanduser()
+    if path.exists() and not path.is_dir():
+        _fail("data.root", str(path), "must be a folder, not a file "
+              "(set SAMT_DATA_ROOT or data.root)")
+    _bool(cfg, "data.download")
 
 
 def _validate_optimizer(cfg: dict[str, Any]) -> None:
     opt = cfg["optimizer"]
-    _choice("optimizer.name", opt["name"], OPTIMIZERS)
+    name = opt.get("name")
+    _choice("optimizer.name", name, OPTIMIZERS)
     _choice("optimizer.schedule", opt.get("schedule", "constant"), SCHEDULES)
-    if opt["name"] != "samt":
-        _number(cfg, "optimizer.lr", float, 0.0, strict=True)
-        if "weight_decay" in opt:
-            _number(cfg, "optimizer.weight_decay", float, 0.0)
-        if "momentum" in opt:
-            _number(cfg, "optimizer.momentum", float, 0.0)
+    if "label" in opt and (not isinstance(opt["label"], str) or not opt["label"]):
+        _fail("optimizer.label", opt["label"], "expected a non-empty name")
+    if name != "samt":
+        _validate_baseline(cfg, name)
         return
-    _choice("optimizer.step_type", opt["step_type"], STEP_TYPES)
-    _choice("optimizer.projection", opt["projection"], PROJECTIONS)
-    _choice("optimizer.combine", opt["combine"], COMBINES)
-    _choice("optimizer.meta_mode", opt["meta_mode"], META_MODES)
-    _choice("optimizer.order", opt["order"], ORDERS)
-    _choice("optimizer.meta_optimizer", opt["meta_optimizer"], ("adam", "sgd"))
+    _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(SAMT, ("model", "loss_fn"))),
+                "optimizer samt")
+    _choice("optimizer.step_type", opt.get("step_type"), STEP_TYPES)
+    _choice("optimizer.projection", opt.get("projection"), PROJECTIONS)
+    _choice("optimizer.combine", opt.get("combine"), COMBINES)
+    _choice("optimizer.meta_mode", opt.get("meta_mode"), META_MODES)
+    _choice("optimizer.order", opt.get("order"), ORDERS)
+    _choice("optimizer.meta_optimizer", opt.get("meta_optimizer"), ("adam", "sgd"))
     eta_min = _number(cfg, "optimizer.eta_min", float, 0.0)
     eta_max = _number(cfg, "optimizer.eta_max", float, 0.0, strict=True)
     eta0 = _number(cfg, "optimizer.eta0", float, 0.0, strict=True)
@@ -99,7 +202,11 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
     _number(cfg, "optimizer.eta_hidden", int, 1)
     _number(cfg, "optimizer.group_size", int, 0)
     _number(cfg, "optimizer.tanh_c", float, 0.0, strict=True)
-    features = opt["features"]
+    if "seed" in opt:
+        _number(cfg, "optimizer.seed", int, 0)
+    _bool(cfg, "optimizer.eta_shared")
+    _bool(cfg, "optimizer.features_per_group")
+    features = opt.get("features")
     if not isinstance(features, list) or not features or any(
             f not in FEATURE_NAMES for f in features):
         _fail("optimizer.features", features,
@@ -107,3 +214,52 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
     if opt["features_per_group"] and opt["step_type"] not in ("row", "column"):
         _fail("optimizer.features_per_group", True,
               f"only with step_type row or column (got step_type={opt['step_type']})")
+
+
+def _validate_baseline(cfg: dict[str, Any], name: str) -> None:
+    opt = cfg["optimizer"]
+    _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(BASELINES[name], (
+        "params",))), f"optimizer {name}")
+    _number(cfg, "optimizer.lr", float, 0.0, strict=True)
+    if name in CONSTANT_SCHEDULE_ONLY and opt.get("schedule", "constant") != "constant":
+        _fail("optimizer.schedule", opt["schedule"], f"optimizer {name} adapts its own step "
+              "size: only constant is allowed")
+    if "warmup_steps" in opt:
+        _number(cfg, "optimizer.warmup_steps", int, 0)
+    for key in ("weight_decay", "momentum", "dampening", "hyper_lr"):
+        if key in opt:
+            _number(cfg, f"optimizer.{key}", float, 0.0)
+    if "eps" in opt:
+        _number(cfg, "optimizer.eps", float, 0.0, strict=True)
+    if "betas" in opt:
+        betas = opt["betas"]
+        if not isinstance(betas, list) or len(betas) != 2 or any(
+                isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b < 1.0
+                for b in betas):
+            _fail("optimizer.betas", betas, "a list of two numbers in [0, 1), e.g. [0.9, 0.999]")
+    for key in ("nesterov", "amsgrad", "maximize", "decoupled_weight_decay"):
+        if key in opt:
+            _bool(cfg, f"optimizer.{key}")
+    for key in ("foreach", "fused", "capturable", "differentiable"):
+        if key in opt:
+            _bool(cfg, f"optimizer.{key}", optional=True)
+    if opt.get("nesterov") and (opt.get("momentum", 0) <= 0 or opt.get("dampening", 0) != 0):
+        _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0 and dampening 0 "
+              f"(got momentum={opt.get('momentum', 0)}, dampening={opt.get('dampening', 0)})")
+
+
+def validate_environment(cfg: dict[str, Any]) -> None:
+    """Checks that depend on this machine: ``device=cuda`` needs a CUDA device torch can see."""
+    import torch
+
+    if cfg["device"]["type"] == "cuda" and not torch.cuda.is_available():
+        _fail("device.type", "cuda", "torch sees no CUDA device on this machine; "
+              "use device=cpu or device=auto")
+
+
+def validate_against_data(cfg: dict[str, Any], train_size: int) -> None:
+    """Checks that need the loaded dataset: the batch size must fit the training set."""
+    if cfg["batch_size"] > train_size:
+        _fail("batch_size", cfg["batch_size"],
+              f"must be <= {train_size}, the size of the training set of dataset "
+              f"{cfg['dataset']['name']}")

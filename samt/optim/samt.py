@@ -449,7 +449,7 @@ class SAMT:
         return {
             "meta": self.meta.state_dict(),
             "meta_optimizers": [opt.state_dict() for opt in self.meta_optimizers],
-            "prev": {k: (v.phis, v.grads) for k, v in self._prev.items()},
+            "prev": {k: (v.phis, v.grads, v.clamped) for k, v in self._prev.items()},
             "iteration": self.iteration,
             "scale": self.scale,
             "param_updates": self.param_updates,
@@ -461,7 +461,10 @@ class SAMT:
         self.meta.load_state_dict(state["meta"])
         for opt, opt_state in zip(self.meta_optimizers, state["meta_optimizers"], strict=True):
             opt.load_state_dict(opt_state)
-        self._prev = {int(k): _Visit(list(p), list(g)) for k, (p, g) in state["prev"].items()}
+        device = self._stats.device
+        self._prev = {int(k): _Visit([t.to(device) for t in v[0]], [t.to(device) for t in v[1]],
+                                     clamped=bool(v[2]) if len(v) > 2 else True)
+                      for k, v in state["prev"].items()}
         self.iteration = state["iteration"]
         self.scale = state["scale"]
         self.param_updates = state["param_updates"]

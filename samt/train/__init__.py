@@ -1,5 +1,6 @@
-"""The runner: epoch loop, evaluation, run-folder records and plots."""
+"""The runner: epoch loop, evaluation, checkpoints and resume, run-folder records and plots."""
 
-from samt.train.runner import Run, run_training
+from samt.train.checkpoint import CHECKPOINT, load_checkpoint
+from samt.train.runner import USER_ERRORS, Run, run_training
 
-__all__ = ["Run", "run_training"]
+__all__ = ["CHECKPOINT", "USER_ERRORS", "Run", "load_checkpoint", "run_training"]

@@ -1,26 +1,60 @@
-"""The epoch loop: train, evaluate on train and test each epoch, record into the run folder."""
+"""The epoch loop: train, evaluate on train and test each epoch, record into the run folder.
+
+Reliability (docs/reliability.md): a run checkpoints at the end of every epoch and resumes from
+that checkpoint when started again in the same folder; a non-finite loss or gradient never
+reaches the weights, and ``max_consecutive_skips`` of them in a row stop the run as
+``diverged``; Ctrl-C/SIGTERM stop it as ``interrupted``; user errors found while setting up
+leave no result files.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from samt.data import DatasetSplits, load_dataset
-from samt.models import build_model
-from samt.optim import SAMT, build_optimizer
+from samt.data import DataError, DatasetSplits, load_dataset
+from samt.models import ModelConfigError, build_model
+from samt.optim import SAMT, SAMTModelError, build_optimizer
 from samt.optim.schedules import schedule_factor
+from samt.train.checkpoint import (
+    CHECKPOINT,
+    FORMAT,
+    CheckpointError,
+    FolderLock,
+    Plan,
+    RunFolderError,
+    clear_results,
+    load_checkpoint,
+    plan_run,
+    save_checkpoint,
+)
 from samt.train.evaluate import evaluate, loss_function
 from samt.train.plots import plot_learning_curves, plot_samt_steps
 from samt.train.records import write_json, write_metrics
-from samt.train.seeding import resolve_device, seed_everything, synchronize
+from samt.train.seeding import (
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    synchronize,
+)
+from samt.validation import RUNNER_KEYS, ConfigError, validate_against_data
 
-RUNNER_KEYS = ("name", "label", "schedule")  # optimizer-group keys the runner itself handles
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
 STATUS_DIVERGED, STATUS_INTERRUPTED = "diverged", "interrupted"
+# Errors in what the user asked for (config, data, run folder): one message, no result files.
+USER_ERRORS = (ConfigError, DataError, ModelConfigError, SAMTModelError, RunFolderError,
+               CheckpointError)
+
+__all__ = ["CHECKPOINT", "USER_ERRORS", "Diverged", "Interrupted", "Run", "load_checkpoint",
+           "run_training"]
 
 
 def optimizer_options(opt_cfg: dict) -> dict:
@@ -28,22 +62,53 @@ def optimizer_options(opt_cfg: dict) -> dict:
     return {k: v for k, v in opt_cfg.items() if k not in RUNNER_KEYS}
 
 
-class Run:
-    """One training run described by a plain (resolved) config dict, writing into ``run_dir``."""
+def base_summary(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The summary fields known from the config alone (best effort for a broken config)."""
+    def get(section: str, key: str) -> Any:
+        node = cfg.get(section)
+        return node.get(key) if isinstance(node, dict) else None
 
-    def __init__(self, cfg: dict[str, Any], run_dir: Path):
+    return {"status": STATUS_RUNNING, "dataset": get("dataset", "name"),
+            "model": get("model", "name"), "optimizer": get("optimizer", "name"),
+            "label": get("optimizer", "label") or get("optimizer", "name"),
+            "seed": cfg.get("seed"), "epochs": cfg.get("epochs"), "epochs_completed": 0,
+            "error": None}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or a termination signal; ``signal_name`` says which."""
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class Diverged(RuntimeError):
+    """Too many consecutive non-finite iterations."""
+
+
+class Run:
+    """One training run described by a plain (resolved) config dict, writing into ``run_dir``.
+
+    ``execute()`` returns the summary; ``outcome`` then says what happened in this call:
+    ``fresh`` (trained from scratch), ``resumed`` (continued from ``checkpoint.pt``) or
+    ``done`` (the folder already held a finished run of this config: nothing was done).
+    """
+
+    def __init__(self, cfg: dict[str, Any], run_dir: Path,
+                 log: Callable[[str], None] | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.log = log or (lambda message: None)
         self.rows: list[dict] = []
-        self.summary: dict[str, Any] = {
-            "status": STATUS_RUNNING, "dataset": cfg["dataset"]["name"],
-            "model": cfg["model"]["name"], "optimizer": cfg["optimizer"]["name"],
-            "label": cfg["optimizer"].get("label", cfg["optimizer"]["name"]),
-            "seed": cfg["seed"], "epochs": cfg["epochs"], "epochs_completed": 0, "error": None,
-        }
+        self.summary: dict[str, Any] = base_summary(cfg)
+        self.outcome: str | None = None
+        self.start_epoch = 1
+        self.wall_time, self.iterations, self.consecutive_skips = 0.0, 0, 0
 
     # --- setup ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Data, model, optimizer. Raises a ``USER_ERRORS`` error for what the user must fix."""
         cfg = self.cfg
         threads = cfg["device"].get("threads")
         if threads:
@@ -53,19 +118,68 @@ class Run:
         self.data: DatasetSplits = load_dataset(
             cfg["dataset"]["name"], cfg["data"]["root"], download=bool(cfg["data"]["download"]),
             split=int(cfg["dataset"].get("split", 0)), device=self.device)
+        validate_against_data(cfg, int(self.data.x_train.shape[0]))
         model_opts = {k: v for k, v in cfg["model"].items() if k != "name"}
         self.model = build_model(cfg["model"]["name"], self.data.input_shape,
                                  self.data.num_outputs, **model_opts).to(self.device)
         self.loss_fn = loss_function(self.data.task)
-        self.optimizer = build_optimizer(cfg["optimizer"]["name"], self.model, self.loss_fn,
-                                         **optimizer_options(cfg["optimizer"]))
+        try:
+            self.optimizer = build_optimizer(cfg["optimizer"]["name"], self.model, self.loss_fn,
+                                             **optimizer_options(cfg["optimizer"]))
+        except SAMTModelError:
+            raise
+        except (TypeError, ValueError) as exc:  # options the optimizer itself rejects
+            raise ConfigError(f"optimizer={cfg['optimizer'].get('label')!r} is invalid: its "
+                              f"options were rejected: {exc}") from None
         self.batch_generator = torch.Generator().manual_seed(int(cfg["seed"]))
         metric = "accuracy" if self.data.task == "classification" else "rmse"
         self.summary.update(task=self.data.task, metric=metric,
                             higher_is_better=metric == "accuracy", device=str(self.device),
                             num_params=sum(p.numel() for p in self.model.parameters()),
                             train_size=int(self.data.x_train.shape[0]),
-                            test_size=int(self.data.x_test.shape[0]))
+                            test_size=int(self.data.x_test.shape[0]), resumed_from=[])
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        """Everything needed to continue after ``epoch`` exactly as an uninterrupted run would."""
+        return {
+            "format": FORMAT, "epoch": epoch, "config": self.cfg, "device": self.device.type,
+            "torch_version": str(torch.__version__),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.device, self.batch_generator),
+            "rows": self.rows,
+            "counters": {"wall_time": self.wall_time, "iterations": self.iterations,
+                         "consecutive_skips": self.consecutive_skips},
+            "resumed_from": self.summary["resumed_from"],
+        }
+
+    def save_checkpoint(self, epoch: int) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT, self.checkpoint_state(epoch))
+
+    def restore(self, state: dict) -> None:
+        """Load a checkpoint written by ``checkpoint_state`` (after ``setup``)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"], self.device, self.batch_generator)
+            self.rows = [dict(r) for r in state["rows"]]
+            counters = state["counters"]
+            self.wall_time = float(counters["wall_time"])
+            self.iterations = int(counters["iterations"])
+            self.consecutive_skips = int(counters["consecutive_skips"])
+            epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"{self.run_dir / CHECKPOINT} does not fit this run ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); delete it or pass resume=false") from None
+        if len(self.rows) != epoch:
+            raise CheckpointError(f"{self.run_dir / CHECKPOINT}: {len(self.rows)} metric rows "
+                                  f"for epoch {epoch}; delete it or pass resume=false")
+        self.start_epoch = epoch + 1
+        self.summary["resumed_from"] = [*state.get("resumed_from", []), epoch]
+        self.log(f"resuming {self.run_dir} from {CHECKPOINT} after epoch {epoch} of "
+                 f"{self.cfg['epochs']}")
 
     # --- loop ----------------------------------------------------------------------------------
 
@@ -77,6 +191,7 @@ class Run:
         max_skips = int(self.cfg["max_consecutive_skips"])
         schedule = self.cfg["optimizer"].get("schedule", "constant")
         total = int(self.cfg["epochs"]) * -(-x.shape[0] // batch)
+        self._optimizer_mode("train_mode")  # schedule-free: back to the training weights
         self.model.train()
         synchronize(self.device)
         start = time.perf_counter()
@@ -93,16 +208,24 @@ class Run:
                 self.consecutive_skips += 1
                 if self.consecutive_skips >= max_skips:
                     raise Diverged(f"{self.consecutive_skips} consecutive iterations had a "
-                                   "non-finite loss or gradient")
+                                   "non-finite loss or gradient (max_consecutive_skips="
+                                   f"{max_skips}); the weights hold the last finite update")
             else:
                 self.consecutive_skips = 0
             bar.update(1)
         synchronize(self.device)
         return time.perf_counter() - start, iterations
 
+    def _optimizer_mode(self, name: str) -> None:
+        """Call the optimizer's ``train_mode``/``eval_mode`` switch when it has one."""
+        switch = getattr(self.optimizer, name, None)
+        if switch is not None:
+            switch()
+
     def epoch_row(self, epoch: int, seconds: float, iterations: int) -> dict:
         bs = int(self.cfg["eval_batch_size"])
         d = self.data
+        self._optimizer_mode("eval_mode")  # schedule-free: evaluate the averaged weights
         train_loss, train_metric = evaluate(self.model, d.x_train, d.y_train, d, bs)
         test_loss, test_metric = evaluate(self.model, d.x_test, d.y_test, d, bs)
         self.wall_time += seconds
@@ -117,45 +240,84 @@ class Run:
         return row
 
     def execute(self) -> dict:
-        """Run all epochs; always leaves metrics.csv (rows so far) and summary.json behind."""
+        """Run (or resume) all epochs; leaves metrics.csv, summary.json and checkpoint.pt.
+
+        User errors (``USER_ERRORS``) found before training starts propagate with no result file
+        written; any later failure is recorded in summary.json before it propagates.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.wall_time, self.iterations, self.consecutive_skips = 0.0, 0, 0
+        with FolderLock(self.run_dir):
+            device = resolve_device(self.cfg["device"]["type"])
+            plan = plan_run(self.run_dir, self.cfg, device.type)
+            if plan.kind == "done":
+                self.outcome, self.summary = "done", plan.summary or self.summary
+                return self.summary
+            if plan.kind == "fresh":
+                clear_results(self.run_dir)
+            return self._train(plan)
+
+    def _train(self, plan: Plan) -> dict:
+        self.outcome = "fresh" if plan.kind == "fresh" else "resumed"
         try:
             self.setup()
+            if plan.checkpoint is not None:
+                self.restore(plan.checkpoint)
+        except USER_ERRORS:
+            raise
+        except BaseException as exc:  # a crash (or Ctrl-C) while setting up
+            if plan.kind == "fresh":
+                self._record_stop(exc)
+                self._write_summary()
+            raise
+        if plan.kind == "fresh":
+            OmegaConf.save(OmegaConf.create(self.cfg), self.run_dir / "config.yaml")
+        try:
             self.write()
-            epochs = int(self.cfg["epochs"])
-            per_epoch = -(-self.data.x_train.shape[0] // int(self.cfg["batch_size"]))
-            with tqdm(total=epochs * per_epoch, disable=not self.cfg["progress"],
-                      desc=f"{self.summary['label']} {self.summary['dataset']}",
-                      unit="it", dynamic_ncols=True) as bar:
-                for epoch in range(1, epochs + 1):
-                    seconds, iterations = self.train_epoch(bar)
-                    self.rows.append(self.epoch_row(epoch, seconds, iterations))
-                    self.write()
-                    last = self.rows[-1]
-                    bar.set_postfix(epoch=epoch, test=f"{last['test_metric']:.3f}",
-                                    loss=f"{last['train_loss']:.4f}")
-            self.summary["status"] = STATUS_COMPLETED
+            self._loop()
+            self.summary.update(status=STATUS_COMPLETED, error=None)
         except Diverged as exc:
             self.summary.update(status=STATUS_DIVERGED, error=str(exc))
-        except KeyboardInterrupt:
-            self.summary.update(status=STATUS_INTERRUPTED, error="interrupted (Ctrl-C)")
-            raise
-        except Exception as exc:
-            self.summary.update(status=STATUS_FAILED, error=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            self._record_stop(exc)
             raise
         finally:
             self.write(final=True)
         return self.summary
 
+    def _record_stop(self, exc: BaseException) -> None:
+        if isinstance(exc, KeyboardInterrupt):
+            name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+            how = "Ctrl-C" if name == "SIGINT" else name
+            self.summary.update(status=STATUS_INTERRUPTED, error=f"interrupted ({how})")
+        else:
+            self.summary.update(status=STATUS_FAILED, error=f"{type(exc).__name__}: {exc}")
+
+    def _loop(self) -> None:
+        epochs = int(self.cfg["epochs"])
+        per_epoch = -(-self.data.x_train.shape[0] // int(self.cfg["batch_size"]))
+        with tqdm(total=epochs * per_epoch, initial=(self.start_epoch - 1) * per_epoch,
+                  disable=not self.cfg["progress"],
+                  desc=f"{self.summary['label']} {self.summary['dataset']}",
+                  unit="it", dynamic_ncols=True) as bar:
+            for epoch in range(self.start_epoch, epochs + 1):
+                seconds, iterations = self.train_epoch(bar)
+                self.rows.append(self.epoch_row(epoch, seconds, iterations))
+                self.save_checkpoint(epoch)
+                self.write()
+                last = self.rows[-1]
+                bar.set_postfix(epoch=epoch, test=f"{last['test_metric']:.3f}",
+                                loss=f"{last['train_loss']:.4f}")
+
     # --- records -------------------------------------------------------------------------------
 
     def write(self, final: bool = False) -> None:
+        """metrics.csv and summary.json (atomically); with ``final`` also the plots."""
         write_metrics(self.run_dir / "metrics.csv", self.rows)
         if self.rows:
             higher = self.summary.get("higher_is_better", True)
             pick = max if higher else min
-            best = pick(self.rows, key=lambda r: r["test_metric"])
+            finite = [r for r in self.rows if r["test_metric"] == r["test_metric"]] or self.rows
+            best = pick(finite, key=lambda r: r["test_metric"])
             last = self.rows[-1]
             self.summary.update(
                 epochs_completed=last["epoch"],
@@ -164,8 +326,15 @@ class Run:
                 best_test_metric=best["test_metric"], best_epoch=best["epoch"],
                 wall_time_s=last["wall_time_s"], iterations=last["iterations"],
                 param_updates=last["param_updates"])
-            if final:
+        self._write_summary()
+        if final and self.rows:
+            try:
                 self.plot()
+            except Exception as exc:  # a plot must never change a run's status
+                print(f"samt-run: warning: plots not written: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)
+
+    def _write_summary(self) -> None:
         write_json(self.run_dir / "summary.json", self.summary)
 
     def plot(self) -> None:
@@ -178,10 +347,6 @@ class Run:
                             self.run_dir / "samt_steps.png", title)
 
 
-class Diverged(RuntimeError):
-    """Too many consecutive non-finite iterations."""
-
-
 def run_training(cfg: dict[str, Any], run_dir: Path) -> dict:
-    """Train as ``cfg`` says and write the run folder; returns the summary."""
+    """Train (or resume, or skip when finished) as ``cfg`` says in ``run_dir``; the summary."""
     return Run(cfg, run_dir).execute()

@@ -1,0 +1,204 @@
+"""Checkpoints and the run folder's state: what a (re)run in a folder should do.
+
+``checkpoint.pt`` is written at the end of every epoch, atomically (temporary file in the same
+folder, flush, fsync, ``os.replace``, fsync of the folder). It holds everything the run needs to
+continue exactly where that epoch ended: model and optimizer state, every RNG, the metric rows
+and the counters. ``plan_run`` decides from the folder's files and ``resume`` whether a run
+starts fresh, resumes from the checkpoint or has nothing left to do (see docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from samt.train.records import write_atomic
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 1
+# Files a run writes into its folder; a fresh start (resume=false) removes them first.
+RESULT_FILES = ("metrics.csv", "summary.json", CHECKPOINT, "learning_curves.png",
+                "samt_steps.png", "config.yaml")
+# Keys that do not change a run's numbers: they may differ between a run and its resumption.
+IGNORED_KEYS = ("progress", "resume", "data.root", "data.download", "device.threads",
+                "eval_batch_size")
+FINAL_STATUSES = ("completed", "diverged")
+
+
+class RunFolderError(Exception):
+    """The run folder cannot be used as asked (other config, nothing to resume, locked)."""
+
+
+class CheckpointError(Exception):
+    """``checkpoint.pt`` exists but cannot be read; the message names the file."""
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """``torch.save`` ``payload`` to ``path`` atomically: a crash leaves the old file or the new."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint (tensors and plain types only: ``weights_only``) onto the CPU."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, not a checkpoint at all
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        detail = next((line for line in lines if "Unpickler error" in line),
+                      lines[0].split(". ")[0])[:300]
+        raise CheckpointError(
+            f"{path} cannot be read ({type(exc).__name__}: {detail}); "
+            "delete it to start this run over, or pass resume=false") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a samt checkpoint of format {FORMAT} "
+                              f"(found {found!r}); delete it or pass resume=false")
+    return state
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every result-relevant key that differs (``IGNORED_KEYS`` aside)."""
+    a, b = _flatten(old), _flatten(new)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in IGNORED_KEYS or key.startswith("device."):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return diffs
+
+
+@dataclass
+class Plan:
+    """What a run in a folder does: ``fresh``, ``resume`` (from ``checkpoint``) or ``done``."""
+
+    kind: str
+    checkpoint: dict | None = None
+    summary: dict | None = None
+
+
+def _read_summary(run_dir: Path) -> dict | None:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _recorded_config(run_dir: Path) -> dict | None:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def plan_run(run_dir: Path, cfg: dict, device: str) -> Plan:
+    """Decide from ``run_dir``'s files and ``cfg['resume']`` (auto | true | false) what to do.
+
+    ``device`` is the resolved device type; a checkpoint from another device type is refused.
+    Raises ``RunFolderError`` (other config, nothing to resume) or ``CheckpointError``.
+    """
+    mode = cfg.get("resume", "auto")
+    if mode is False:
+        return Plan("fresh")
+    ckpt_path = run_dir / CHECKPOINT
+    summary = _read_summary(run_dir)
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
+    # A summary alone (a run that failed or stopped before its first epoch ended) holds nothing
+    # to protect or resume.
+    has_results = checkpoint is not None or (run_dir / "metrics.csv").is_file() or (
+        summary is not None and summary.get("status") in FINAL_STATUSES)
+    if not has_results:
+        if mode is True:
+            raise RunFolderError(f"resume=true but {run_dir} holds no {CHECKPOINT} to resume "
+                                 "from; pass hydra.run.dir=<the run folder> (or resume=auto)")
+        return Plan("fresh")
+    recorded = checkpoint["config"] if checkpoint is not None else _recorded_config(run_dir)
+    if recorded is None:
+        raise RunFolderError(
+            f"{run_dir} already holds results but no record of their config (config.yaml); "
+            "use another hydra.run.dir, or resume=false to overwrite them")
+    diffs = config_differences(recorded, cfg)
+    if diffs:
+        raise RunFolderError(
+            f"{run_dir} holds a run of a different config ({'; '.join(diffs)}); use another "
+            "hydra.run.dir (or hydra.sweep.dir), or resume=false to overwrite it")
+    if checkpoint is not None and checkpoint.get("device") != device:
+        raise RunFolderError(
+            f"{run_dir / CHECKPOINT} was written on device {checkpoint.get('device')}, this run "
+            f"would use {device}: resuming would not reproduce the run; pass "
+            f"device={checkpoint.get('device')}, or resume=false to start over")
+    if summary is not None and summary.get("status") in FINAL_STATUSES and (
+            checkpoint is None or checkpoint["epoch"] == summary.get("epochs_completed")):
+        return Plan("done", summary=summary)
+    if checkpoint is not None:
+        return Plan("resume", checkpoint=checkpoint, summary=summary)
+    if mode is True:
+        raise RunFolderError(f"resume=true but {run_dir} holds no {CHECKPOINT} (the run stopped "
+                             "before its first epoch ended); pass resume=auto to start it over")
+    return Plan("fresh")
+
+
+def clear_results(run_dir: Path) -> None:
+    """Remove a previous run's result files (a fresh start in an existing folder)."""
+    for name in (*RESULT_FILES, f".{CHECKPOINT}.tmp"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``<run_dir>/.samt.lock``: one process writes a folder at a time.
+
+    The kernel drops the lock when the process dies (SIGKILL included), so no stale lock can
+    block a rerun.
+    """
+
+    NAME = ".samt.lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / self.NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locking
+            return self
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            self.fd = None
+            raise RunFolderError(f"another samt-run process is writing into {self.path.parent}; "
+                                 "wait for it or use another hydra.run.dir") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
