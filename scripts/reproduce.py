@@ -148,7 +148,7 @@ def main() -> None:
     run_all(final_jobs, args.jobs)
 
     subprocess.run([sys.executable, "-m", "samt.report.cli", str(runs / "final"), "--out",
-                    str(out)], check=True)
+                    str(out), "--columns", "per-row"], check=True)
     command = " ".join(["python scripts/reproduce.py", args.experiment, *args.overrides])
     (out / "tuning.md").write_text(
         f"# Tuning record: {args.experiment}\n\nReproduce: `{command}`\n\n"

@@ -344,3 +344,19 @@ def test_report_never_imports_torch_or_runner(tmp_path):
         text = source.read_text()
         assert not re.search(r"^\s*(import|from)\s+(torch|hydra|omegaconf|samt\.(train|cli|optim"
                              r"|data|models))\b", text, re.M), source
+
+
+def test_per_row_columns_keep_one_column_per_tuned_optimizer(tmp_path):
+    sgd = {"name": "sgd", "label": "sgd", "momentum": 0.0}
+    for dataset, lr in (("mnist", 0.3), ("fashion_mnist", 0.1)):
+        for seed in (0, 1):
+            write_run(tmp_path / "runs" / f"{dataset}_{seed}", dataset=dataset,
+                      optimizer={**sgd, "lr": lr}, seed=seed, test=[90.0, 91.0 + seed])
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "global")]) in (0, None)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "rows"),
+                 "--columns", "per-row"]) in (0, None)
+    global_header = list(md_rows(tmp_path / "global" / "final_test_metric.md")["mnist / mlp"])
+    assert global_header[2:] == ["sgd lr=0.1", "sgd lr=0.3"]
+    rows = md_rows(tmp_path / "rows" / "final_test_metric.md")
+    assert list(rows["mnist / mlp"])[2:] == ["sgd"]
+    assert rows["mnist / mlp"]["sgd"].startswith("91.50 ± 0.71")

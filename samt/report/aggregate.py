@@ -22,7 +22,7 @@ from samt.report.collect import Run
 
 REPLICATE_KEYS = ("seed", "dataset.split")
 BOOKKEEPING_KEYS = ("progress", "data.root", "data.download", "device", "eval_batch_size",
-                    "hydra")
+                    "hydra", "resume", "tuning")
 LR_KEYS = ("optimizer.lr", "optimizer.eta0")
 BASELINE_ORDER = ("sgd", "adam")
 DEFAULT_TARGETS = {"mnist": 98.0, "fashion_mnist": 89.0}
@@ -114,8 +114,12 @@ def knob_text(knobs: dict[str, Any]) -> str:
     return " ".join(f"{_short(k)}={format_value(v)}" for k, v in knobs.items())
 
 
-def _name_groups(groups: list[Group]) -> None:
-    """Set each group's row and column name from the knobs that tell its neighbours apart."""
+def _name_groups(groups: list[Group], per_row_columns: bool = False) -> None:
+    """Set each group's row and column name from the knobs that tell its neighbours apart.
+
+    ``per_row_columns``: a column is split by optimizer knobs only where they differ within one
+    row, so a table tuned per dataset keeps one column per optimizer label.
+    """
     def knobs(group: Group, parts: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, Any]:
         return {k: v for k, v in group.key if _part(k) in parts and k not in exclude}
 
@@ -134,7 +138,11 @@ def _name_groups(groups: list[Group]) -> None:
     dataset_knobs = differing(lambda g: g.dataset, ("dataset",), ("dataset.name",))
     row_knobs = differing(lambda g: (g.dataset, g.config.get("model.name")), ("model", "setup"),
                           ("model.name",))
-    opt_knobs = differing(lambda g: g.label, ("optimizer",), ("optimizer.label",))
+    if per_row_columns:  # knobs that differ within a row only (step sizes tuned per dataset)
+        opt_knobs = differing(lambda g: (g.label, g.dataset, g.config.get("model.name")),
+                              ("optimizer",), ("optimizer.label",))
+    else:
+        opt_knobs = differing(lambda g: g.label, ("optimizer",), ("optimizer.label",))
     for g in groups:
         dataset = " ".join(filter(None, [g.dataset, knob_text(dataset_knobs[id(g)])]))
         model = " ".join(filter(None, [str(g.config.get("model.name")),
@@ -156,15 +164,18 @@ def _group_order(g: Group) -> tuple:
     return (rank, g.label, tuple(_sort_value(v) for v in g.column_knobs.values()))
 
 
-def build_groups(runs: list[Run]) -> list[Group]:
+def build_groups(runs: list[Run], per_row_columns: bool = False) -> list[Group]:
     """Group runs by their config without replicate/bookkeeping keys; sorted row by row."""
     by_key: dict[tuple, list[Run]] = {}
     for run in runs:
-        key = tuple(sorted((k, v) for k, v in run.config.items() if is_group_key(k)))
+        # A null value counts as absent: a key added later with a null default (e.g.
+        # optimizer.meta_init) does not split older runs from newer ones.
+        key = tuple(sorted((k, v) for k, v in run.config.items()
+                           if is_group_key(k) and v is not None))
         by_key.setdefault(key, []).append(run)
     groups = [Group(key=k, runs=sorted(v, key=lambda r: _sort_value(r.config.get("seed"))))
               for k, v in by_key.items()]
-    _name_groups(groups)
+    _name_groups(groups, per_row_columns)
     return sorted(groups, key=lambda g: (_row_order(g), _group_order(g)))
 
 

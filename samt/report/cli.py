@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time-to-target threshold on the test metric, repeatable; "
                              "defaults: mnist=98.0 fashion_mnist=89.0; a bare VALUE applies to "
                              "every dataset not named")
+    parser.add_argument("--columns", choices=("global", "per-row"), default="global",
+                        help="split optimizer columns by knobs that differ anywhere (global) or "
+                             "only within a row (per-row: step sizes tuned per dataset share "
+                             "one column; the chosen values are in all_runs.csv)")
     parser.add_argument("--formats", type=_formats, default=FORMATS, metavar="md,tex,csv",
                         help="table formats to write (default: md,tex,csv)")
     return parser
@@ -104,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"samt-report: error: no readable run folders under: {names}", file=sys.stderr)
         return 2
 
-    groups = build_groups(runs)
+    groups = build_groups(runs, per_row_columns=args.columns == "per-row")
     rows, columns = rows_and_columns(groups)
     if "*" in targets:
         default = targets.pop("*")
