@@ -6,17 +6,17 @@ DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
 .PHONY: help install data test test-slow lint run bench bench-runner table-mnist table-cifar \
-	table-regression ablations report clean
+	table-regression ablations transfer ablation-features ablation-groups report clean
 JOBS ?= 2
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install:  ## virtualenv + editable install with dev extras + default dataset
+install:  ## virtualenv + editable install with dev extras + the default dataset (MNIST)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
-	$(MAKE) data
+	$(BIN)/samt-data mnist --root $(DATA_ROOT)
 
 data:  ## prepare MNIST and Fashion-MNIST under $(DATA_ROOT) (no-op when present)
 	$(BIN)/samt-data mnist fashion_mnist --root $(DATA_ROOT)
@@ -45,6 +45,15 @@ table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
 ablations:  ## step types S/E/R/C and the combine ablation on Fashion-MNIST
 	$(BIN)/python scripts/reproduce.py step_types --jobs $(JOBS)
 	$(BIN)/python scripts/reproduce.py ablation_combine --jobs $(JOBS)
+
+transfer:  ## eta-model transfer: SAMT-E on MNIST from Fashion-MNIST eta models vs fresh
+	$(BIN)/python scripts/reproduce.py transfer --jobs $(JOBS)
+
+ablation-features:  ## SAMT-E with each of the five gradient features removed (Fashion-MNIST)
+	$(BIN)/python scripts/reproduce.py features --jobs $(JOBS)
+
+ablation-groups:  ## SAMT-E blocks of 1, 2 or all layers on a 4-hidden-layer MLP (Fashion-MNIST)
+	$(BIN)/python scripts/reproduce.py grouped_blocks --jobs $(JOBS)
 
 report:  ## re-aggregate every reproduced table from its runs/ folder into results/
 	for d in runs/*/final; do n=$$(basename $$(dirname $$d)); \
