@@ -75,8 +75,9 @@ def _has_results(run_dir: Path) -> bool:
 
 
 def resolve_config(cfg: DictConfig | dict) -> dict[str, Any]:
-    """The plain, resolved config with ``data.root`` made absolute; ``ConfigError`` if it cannot
-    be resolved (a missing environment variable, a broken interpolation, a ``???`` value)."""
+    """The plain, resolved config with ``data.root`` and ``optimizer.meta_init`` made absolute;
+    ``ConfigError`` if it cannot be resolved (a missing environment variable, a broken
+    interpolation, a ``???`` value)."""
     if isinstance(cfg, dict):
         cfg = OmegaConf.create(cfg)
     try:
@@ -87,6 +88,9 @@ def resolve_config(cfg: DictConfig | dict) -> dict[str, Any]:
     data = plain.get("data")
     if isinstance(data, dict) and isinstance(data.get("root"), str) and data["root"]:
         data["root"] = to_absolute_path(os.path.expanduser(data["root"]))
+    opt = plain.get("optimizer")
+    if isinstance(opt, dict) and isinstance(opt.get("meta_init"), str) and opt["meta_init"]:
+        opt["meta_init"] = to_absolute_path(os.path.expanduser(opt["meta_init"]))
     return plain
 
 

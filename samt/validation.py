@@ -211,6 +211,14 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
             f not in FEATURE_NAMES for f in features):
         _fail("optimizer.features", features,
               f"a non-empty list drawn from {', '.join(FEATURE_NAMES)}")
+    meta_init = opt.get("meta_init")
+    if meta_init is not None:
+        if not isinstance(meta_init, str) or not meta_init:
+            _fail("optimizer.meta_init", meta_init, "expected null or the path of a SAMT run "
+                  "folder, its checkpoint.pt or a samt_meta.pt file")
+        if opt["combine"] == "fixed":
+            _fail("optimizer.meta_init", meta_init, "combine=fixed learns no step sizes, so "
+                  "there are no meta-parameters to initialize")
     if opt["features_per_group"] and opt["step_type"] not in ("row", "column"):
         _fail("optimizer.features_per_group", True,
               f"only with step_type row or column (got step_type={opt['step_type']})")

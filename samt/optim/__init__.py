@@ -18,12 +18,12 @@ from torch import nn
 
 from samt.optim.baselines import BASELINES, TorchOptimizerStep
 from samt.optim.blocks import SAMTModelError, split_blocks, split_units
-from samt.optim.samt import SAMT, STAT_NAMES
+from samt.optim.samt import SAMT, STAT_NAMES, MetaInitError, read_meta
 
 OPTIMIZERS = ("samt", *BASELINES)
 
-__all__ = ["SAMT", "STAT_NAMES", "OPTIMIZERS", "SAMTModelError", "TorchOptimizerStep",
-           "build_optimizer", "split_blocks", "split_units"]
+__all__ = ["SAMT", "STAT_NAMES", "OPTIMIZERS", "MetaInitError", "SAMTModelError",
+           "TorchOptimizerStep", "build_optimizer", "read_meta", "split_blocks", "split_units"]
 
 
 def build_optimizer(name: str, model: nn.Module,

@@ -31,9 +31,9 @@ class HypergradientSGD(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             previous = [self.state[p].get("previous_grad") for p in params]
             if params and all(g is not None for g in previous):
-                hyper = sum(step_hypergradient(p.grad, g, ()) for p, g in
-                            zip(params, previous, strict=True))
-                group["lr"] = float(group["lr"] - group["hyper_lr"] * hyper)
+                hyper = float(sum(step_hypergradient(p.grad, g, ()) for p, g in
+                                  zip(params, previous, strict=True)))
+                group["lr"] = group["lr"] - group["hyper_lr"] * hyper  # a Python float
             for p in params:
                 p.add_(p.grad, alpha=-group["lr"])
                 self.state[p]["previous_grad"] = p.grad.clone()

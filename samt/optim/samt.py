@@ -11,13 +11,21 @@ batch right after the commit, ``lookahead`` on the next batch before any block m
 ``hypergradient`` at the block's next visit (no extra pass). Passes reuse cached block inputs and
 the autograd graph of the first forward, so top-down order needs one forward per block above the
 updated one and no full forward/backward per block.
+
+Eta-model transfer: ``save_meta(path)`` writes the trained meta-parameters (eta models and
+``theta``) with what must match to reuse them; ``SAMT(..., meta_init=path)`` starts from them
+(a ``save_meta`` file, a ``samt-run`` ``checkpoint.pt``, or a run folder holding either).
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +53,15 @@ from samt.optim.components import (
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 STAT_NAMES = ("eta_mean", "eta_std", "beta_mean", "grad_norm", "meta_loss", "skipped", "clamped")
+META_FORMAT = "samt_meta"   # the ``format`` field of a ``save_meta`` file
+META_VERSION = 1
+# What must match for meta-parameters to be loaded (``SAMT.meta_signature``), in message order.
+SIGNATURE_KEYS = ("step_type", "projection", "features", "features_per_group", "eta_shared",
+                  "eta_hidden", "block_sizes", "theta_shapes")
+
+
+class MetaInitError(ValueError):
+    """``meta_init`` names no usable file, or one whose meta-parameters do not fit."""
 
 
 @dataclass
@@ -88,6 +105,11 @@ class SAMT:
         eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
         group_size: layers per block (0: whole model). ``order``: block order per iteration.
         seed: seed of the generator used by ``order: random``.
+        meta_init: start from the meta-parameters (eta models and ``theta``) trained by another
+            run: a ``save_meta`` file, a ``samt-run`` ``checkpoint.pt`` or a run folder (its
+            ``checkpoint.pt``, else ``samt_meta.pt``). Step type, projection, features, eta
+            model and block/``theta`` shapes must match; the meta-optimizer starts fresh.
+            ``self.meta_init`` is then the file read (``None`` without).
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn,
@@ -97,7 +119,8 @@ class SAMT:
                  meta_optimizer: str = "adam", meta_interval: int = 1,
                  features: Sequence[str] = FEATURE_NAMES, features_per_group: bool = False,
                  eta_hidden: int = 32, eta_shared: bool = False, group_size: int = 1,
-                 order: str = "top_down", seed: int = 0):
+                 order: str = "top_down", seed: int = 0,
+                 meta_init: str | os.PathLike | None = None):
         _check_choice("step_type", step_type, STEP_TYPES)
         _check_choice("projection", projection, PROJECTIONS)
         _check_choice("combine", combine, COMBINES)
@@ -123,6 +146,8 @@ class SAMT:
         self.eta0, self.eta_min, self.eta_max = eta0, eta_min, eta_max
         self.meta_interval, self.order = meta_interval, order
         self.feature_idx = feature_indices(list(features))
+        self.features = [FEATURE_NAMES[i] for i in self.feature_idx]
+        self.eta_hidden, self.group_size = int(eta_hidden), int(group_size)
         self.group_dim = {"row": 0, "column": 1}.get(step_type) if features_per_group else None
         self.learns = combine != "fixed"
         self.generator = torch.Generator().manual_seed(seed)
@@ -134,6 +159,7 @@ class SAMT:
         self._build_meta(eta_hidden, eta_shared, meta_optimizer, meta_lr)
         device = self.blocks[0].units[0].weight.device
         self._stats = torch.zeros(len(self.blocks), len(STAT_NAMES) + 2, device=device)
+        self.meta_init = None if meta_init is None else self.load_meta(meta_init)
 
     # --- construction --------------------------------------------------------------------------
 
@@ -444,6 +470,76 @@ class SAMT:
                 out[f"b{k}_{name}"] = value
         return out
 
+    # --- eta-model transfer --------------------------------------------------------------------
+
+    def meta_signature(self) -> dict[str, Any]:
+        """What two optimizers must share for one's meta-parameters to be loaded into the other."""
+        return {
+            "step_type": self.step_type,
+            "projection": self.projection,
+            "features": list(self.features),
+            "features_per_group": self.group_dim is not None,
+            "eta_shared": self.shared,
+            "eta_hidden": self.eta_hidden,
+            "block_sizes": [len(b.units) for b in self.blocks],
+            "theta_shapes": [list(step_shape(self.step_type, u.weight.shape))
+                             for b in self.blocks for u in b.units],
+        }
+
+    def save_meta(self, path: str | os.PathLike) -> None:
+        """Write the meta-parameters (eta models and ``theta``) to ``path`` for ``meta_init``.
+
+        The file (``torch.load(weights_only=True)`` reads it) holds ``format``, ``version``,
+        ``meta`` (``state_dict()["meta"]``, on the CPU) and ``config``: ``meta_signature()``
+        plus the knobs that shaped the training (combine, eta0, eta_min, eta_max, meta_mode,
+        group_size) and the iterations trained. Written atomically (temporary file, rename).
+        """
+        if not self.learns:
+            raise ValueError("combine='fixed' learns no step sizes: there are no "
+                             "meta-parameters to save")
+        config = {**self.meta_signature(), "combine": self.combine, "eta0": self.eta0,
+                  "eta_min": self.eta_min, "eta_max": self.eta_max, "meta_mode": self.meta_mode,
+                  "group_size": self.group_size, "iterations": self.iteration}
+        payload = {"format": META_FORMAT, "version": META_VERSION, "config": config,
+                   "meta": {k: v.detach().cpu().clone() for k, v in self.meta.state_dict().items()}}
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def load_meta(self, source: str | os.PathLike) -> Path:
+        """Load meta-parameters from ``source`` (see ``meta_init``); returns the file read.
+
+        Only the eta models and ``theta`` are loaded: the meta-optimizer state, counters and
+        pending visits stay as they are. Raises ``MetaInitError`` naming ``optimizer.meta_init``,
+        the path and what does not fit.
+        """
+        where = f"optimizer.meta_init={str(source)!r}"
+        if not self.learns:
+            raise MetaInitError(f"{where} cannot be used: combine='fixed' learns no step sizes, "
+                                "so there are no meta-parameters to initialize")
+        file, meta, theirs = read_meta(source)
+        mine = self.meta_signature()
+        diffs = [f"{k}: {_short(theirs.get(k, '<absent>'))} in {file}, {_short(mine[k])} here"
+                 for k in SIGNATURE_KEYS if _plain(theirs.get(k, "<absent>")) != _plain(mine[k])]
+        own = self.meta.state_dict()
+        if not diffs:
+            diffs = [f"{k}: {list(meta[k].shape) if k in meta else '<absent>'} in {file}, "
+                     f"{list(own[k].shape) if k in own else '<absent>'} here"
+                     for k in sorted(set(own) | set(meta))
+                     if k not in meta or k not in own or meta[k].shape != own[k].shape]
+        if diffs:
+            raise MetaInitError(f"{where} does not fit this model and optimizer: "
+                                + "; ".join(diffs[:6])
+                                + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        self.meta.load_state_dict(meta)
+        return file
+
     def state_dict(self) -> dict:
         """Meta-parameters, meta-optimizer state, pending visits, counters and RNG state."""
         return {
@@ -470,6 +566,81 @@ class SAMT:
         self.param_updates = state["param_updates"]
         self.skipped_total = state["skipped_total"]
         self.generator.set_state(state["generator"])
+
+
+def read_meta(source: str | os.PathLike) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """``(file, meta state_dict, signature)`` from a ``save_meta`` file, a ``samt-run``
+    ``checkpoint.pt`` of a SAMT run, or a run folder (its ``checkpoint.pt``, else
+    ``samt_meta.pt``). Raises ``MetaInitError`` when there is none or it holds no SAMT state."""
+    where = f"optimizer.meta_init={str(source)!r}"
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = [path / n for n in ("checkpoint.pt", "samt_meta.pt") if (path / n).is_file()]
+        if not found:
+            raise MetaInitError(f"{where}: the folder holds neither checkpoint.pt nor "
+                                "samt_meta.pt (a SAMT run folder has both once it finished)")
+        path = found[0]
+    elif not path.is_file():
+        raise MetaInitError(f"{where}: no such file or folder (give a SAMT run folder, its "
+                            "checkpoint.pt, or a file written by SAMT.save_meta)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, not a torch file at all
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise MetaInitError(f"{where}: {path} cannot be read ({type(exc).__name__}: "
+                            f"{detail})") from None
+    if isinstance(state, dict) and state.get("format") == META_FORMAT:
+        meta, signature = state.get("meta"), state.get("config")
+    elif isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(
+            state.get("optimizer"), dict):  # a samt-run checkpoint.pt
+        opt_cfg = state["config"].get("optimizer") or {}
+        if opt_cfg.get("name") != "samt" or "meta" not in state["optimizer"]:
+            raise MetaInitError(f"{where}: {path} is the checkpoint of a run of optimizer "
+                                f"{opt_cfg.get('label') or opt_cfg.get('name')!r}, not of SAMT")
+        meta = state["optimizer"]["meta"]
+        signature = _run_signature(opt_cfg, meta)
+    else:
+        raise MetaInitError(f"{where}: {path} is neither a samt-run checkpoint.pt nor a file "
+                            "written by SAMT.save_meta")
+    if not isinstance(meta, dict) or not isinstance(signature, dict):
+        raise MetaInitError(f"{where}: {path} has no readable meta-parameters")
+    if not meta:
+        raise MetaInitError(f"{where}: {path} holds no meta-parameters (its run used "
+                            "combine=fixed, which learns no step sizes)")
+    return path, meta, signature
+
+
+def _run_signature(opt_cfg: dict, meta: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``SAMT.meta_signature`` of the run that wrote a checkpoint, from its config and meta."""
+    import inspect
+
+    default = {k: p.default for k, p in inspect.signature(SAMT).parameters.items()}
+
+    def get(key: str) -> Any:
+        return opt_cfg.get(key, default[key])
+
+    n = sum(1 for k in meta if k.startswith("theta."))
+    size = n if int(get("group_size")) == 0 else int(get("group_size"))
+    return {
+        "step_type": get("step_type"), "projection": get("projection"),
+        "features": list(get("features")),
+        "features_per_group": bool(get("features_per_group")),
+        "eta_shared": bool(get("eta_shared")), "eta_hidden": int(get("eta_hidden")),
+        "block_sizes": [min(size, n - i) for i in range(0, n, max(size, 1))],
+        "theta_shapes": [list(meta[f"theta.{i}"].shape) for i in range(n)],
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Lists for tuples (a signature read back from a file compares equal to a fresh one)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(_plain(value))
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:

@@ -24,11 +24,13 @@ from samt.train.records import write_atomic
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 # Files a run writes into its folder; a fresh start (resume=false) removes them first.
+SAMT_META = "samt_meta.pt"
 RESULT_FILES = ("metrics.csv", "summary.json", CHECKPOINT, "learning_curves.png",
-                "samt_steps.png", "config.yaml")
+                "samt_steps.png", "config.yaml", SAMT_META)
 # Keys that do not change a run's numbers: they may differ between a run and its resumption.
+# ``tuning`` is the experiment presets' protocol block, read by scripts/reproduce.py only.
 IGNORED_KEYS = ("progress", "resume", "data.root", "data.download", "device.threads",
-                "eval_batch_size")
+                "eval_batch_size", "tuning")
 FINAL_STATUSES = ("completed", "diverged")
 
 
@@ -75,11 +77,18 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-    """``key: old -> new`` for every result-relevant key that differs (``IGNORED_KEYS`` aside)."""
+    """``key: old -> new`` for every result-relevant key that differs (``IGNORED_KEYS`` aside).
+
+    A key absent on one side and null on the other is no difference: a key added to the
+    configs later with a null default (e.g. ``optimizer.meta_init``) keeps older runs resumable.
+    """
     a, b = _flatten(old), _flatten(new)
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key in IGNORED_KEYS or key.startswith("device."):
+        if key.startswith("device.") or any(key == k or key.startswith(f"{k}.")
+                                            for k in IGNORED_KEYS):
+            continue
+        if a.get(key) is None and b.get(key) is None:
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
@@ -165,7 +174,7 @@ def plan_run(run_dir: Path, cfg: dict, device: str) -> Plan:
 
 def clear_results(run_dir: Path) -> None:
     """Remove a previous run's result files (a fresh start in an existing folder)."""
-    for name in (*RESULT_FILES, f".{CHECKPOINT}.tmp"):
+    for name in (*RESULT_FILES, f".{CHECKPOINT}.tmp", f".{SAMT_META}.tmp"):
         (run_dir / name).unlink(missing_ok=True)
 
 

@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from samt.data import DataError, DatasetSplits, load_dataset
 from samt.models import ModelConfigError, build_model
-from samt.optim import SAMT, SAMTModelError, build_optimizer
+from samt.optim import SAMT, MetaInitError, SAMTModelError, build_optimizer
 from samt.optim.schedules import schedule_factor
 from samt.train.checkpoint import (
     CHECKPOINT,
     FORMAT,
+    SAMT_META,
     CheckpointError,
     FolderLock,
     Plan,
@@ -102,13 +103,18 @@ class Run:
         self.rows: list[dict] = []
         self.summary: dict[str, Any] = base_summary(cfg)
         self.outcome: str | None = None
+        self.fresh = True  # False while resuming from a checkpoint (set by execute)
         self.start_epoch = 1
         self.wall_time, self.iterations, self.consecutive_skips = 0.0, 0, 0
 
     # --- setup ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Data, model, optimizer. Raises a ``USER_ERRORS`` error for what the user must fix."""
+        """Data, model, optimizer. Raises a ``USER_ERRORS`` error for what the user must fix.
+
+        When resuming (``self.fresh`` false: the checkpoint restores the whole optimizer state)
+        SAMT's ``meta_init`` is skipped; it only initializes a fresh start.
+        """
         cfg = self.cfg
         threads = cfg["device"].get("threads")
         if threads:
@@ -123,11 +129,16 @@ class Run:
         self.model = build_model(cfg["model"]["name"], self.data.input_shape,
                                  self.data.num_outputs, **model_opts).to(self.device)
         self.loss_fn = loss_function(self.data.task)
+        options = optimizer_options(cfg["optimizer"])
+        if not self.fresh:
+            options.pop("meta_init", None)
         try:
             self.optimizer = build_optimizer(cfg["optimizer"]["name"], self.model, self.loss_fn,
-                                             **optimizer_options(cfg["optimizer"]))
+                                             **options)
         except SAMTModelError:
             raise
+        except MetaInitError as exc:  # names optimizer.meta_init, the file and the mismatch
+            raise ConfigError(str(exc)) from None
         except (TypeError, ValueError) as exc:  # options the optimizer itself rejects
             raise ConfigError(f"optimizer={cfg['optimizer'].get('label')!r} is invalid: its "
                               f"options were rejected: {exc}") from None
@@ -259,6 +270,7 @@ class Run:
     def _train(self, plan: Plan) -> dict:
         self.outcome = "fresh" if plan.kind == "fresh" else "resumed"
         try:
+            self.fresh = plan.checkpoint is None
             self.setup()
             if plan.checkpoint is not None:
                 self.restore(plan.checkpoint)
@@ -311,7 +323,10 @@ class Run:
     # --- records -------------------------------------------------------------------------------
 
     def write(self, final: bool = False) -> None:
-        """metrics.csv and summary.json (atomically); with ``final`` also the plots."""
+        """metrics.csv and summary.json (atomically); with ``final`` also the plots, and for a
+        finished SAMT run its trained meta-parameters (``samt_meta.pt``, for ``meta_init``)."""
+        if final and self.summary["status"] in (STATUS_COMPLETED, STATUS_DIVERGED):
+            self._save_meta()
         write_metrics(self.run_dir / "metrics.csv", self.rows)
         if self.rows:
             higher = self.summary.get("higher_is_better", True)
@@ -333,6 +348,16 @@ class Run:
             except Exception as exc:  # a plot must never change a run's status
                 print(f"samt-run: warning: plots not written: {type(exc).__name__}: {exc}",
                       file=sys.stderr)
+
+    def _save_meta(self) -> None:
+        optimizer = getattr(self, "optimizer", None)
+        if not isinstance(optimizer, SAMT) or not optimizer.learns:
+            return
+        try:
+            optimizer.save_meta(self.run_dir / SAMT_META)
+        except Exception as exc:  # checkpoint.pt holds the same meta-parameters
+            print(f"samt-run: warning: {SAMT_META} not written: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
 
     def _write_summary(self) -> None:
         write_json(self.run_dir / "summary.json", self.summary)
