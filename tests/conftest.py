@@ -30,3 +30,20 @@ def _one_thread(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_cli(args: list[str]) -> int | None:
+    """``samt-run ARGS`` in this process; the exit status if it exited, else None."""
+    import sys
+
+    from samt.cli import run_main
+
+    saved = sys.argv
+    sys.argv = ["samt-run", *args]
+    try:
+        run_main()
+    except SystemExit as exc:
+        return exc.code
+    finally:
+        sys.argv = saved
+    return None

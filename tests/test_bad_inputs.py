@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from fixtures_data import IDX_NAMES, snapshot, write_cifar10, write_idx_dataset, write_uci
-
-from samt.cli import run_main
 
 RESULT_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")  # never written for bad input
 
@@ -210,16 +209,10 @@ def _argv(root: Path, out: Path, args: list[str]) -> list[str]:
 
 
 def _cli(root: Path, out: Path, args: list[str], expect_exit: bool = True) -> int | None:
-    saved = sys.argv
-    sys.argv = ["samt-run", *_argv(root, out, args)]
-    try:
-        run_main()
-    except SystemExit as exc:
-        return exc.code
-    finally:
-        sys.argv = saved
-    assert not expect_exit, f"samt-run {' '.join(args)} did not exit with an error"
-    return None
+    code = run_cli(_argv(root, out, args))
+    assert code is not None or not expect_exit, \
+        f"samt-run {' '.join(args)} did not exit with an error"
+    return code
 
 
 @pytest.fixture

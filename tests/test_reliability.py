@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR
+from conftest import CONF_DIR, run_cli
 from hydra import compose, initialize_config_dir
 
 import samt.train.records as records
-from samt.cli import resolve_config, run_main
+from samt.cli import resolve_config
 from samt.train import Run
 from samt.train.checkpoint import (
     CHECKPOINT,
@@ -52,15 +52,7 @@ def _summary(run_dir: Path) -> dict:
 
 def _cli(args: list[str]) -> int | None:
     """``samt-run ARGS`` in this process; the exit status if it exited, else None."""
-    saved = sys.argv
-    sys.argv = ["samt-run", *args]
-    try:
-        run_main()
-    except SystemExit as exc:
-        return exc.code
-    finally:
-        sys.argv = saved
-    return None
+    return run_cli(args)
 
 
 def _config(root: Path, *overrides: str) -> dict:

@@ -27,13 +27,6 @@ F64 = torch.float64
 
 # --- helpers -----------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models: one thread is faster and immune to oversubscribed CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_mlp(sizes=(4, 5, 3), bias=True, dtype=F64, seed=0, act=nn.Tanh) -> nn.Sequential:

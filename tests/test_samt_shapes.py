@@ -27,13 +27,6 @@ CE = nn.functional.cross_entropy
 STEP_TYPES = ("scalar", "element", "row", "column")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models: one thread is faster and immune to oversubscribed CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def small_mlp(sizes=(4, 6, 5, 3), seed=0, dtype=torch.float32) -> nn.Sequential:
