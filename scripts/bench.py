@@ -2,8 +2,9 @@
 
 One process, synthetic tensors in the real shapes, warm-up, then interleaved rounds (every
 optimizer runs a few iterations per round, in turn); the median over rounds is reported as a
-ratio to Adam measured in the same rounds. Peak memory is the peak RSS growth of a fresh
-subprocess per optimizer (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA).
+ratio to Adam measured in the same rounds. Peak memory is the peak of tensor bytes allocated
+while building the optimizer and stepping (torch.profiler memory events on the CPU,
+``torch.cuda.max_memory_allocated`` on CUDA).
 
     python scripts/bench.py                      # all cases, CPU, 2 threads
     python scripts/bench.py --cases mnist --rounds 5 --device cuda
@@ -15,11 +16,8 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,30 +96,29 @@ def time_case(factory, shape, classes, extra, grid, device, rounds, iters, batch
     return {label: statistics.median(values) for label, values in samples.items()}
 
 
-MEMORY_PROBE = """
-import json, resource, sys, torch
-from torch import nn
-from samt.models import mlp
-from samt.optim import build_optimizer
-torch.set_num_threads({threads})
-opts = json.loads(sys.argv[1])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-x = torch.randn(128, 1, 28, 28); y = torch.randint(0, 10, (128,))
-model = mlp((1, 28, 28), 10, [400])
-name = opts.pop("name")
-opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
-for _ in range(20):
-    opt.step(x, y)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
-"""
-
-
 def peak_memory_cpu(options: dict, threads: int) -> int:
-    """Peak RSS growth (bytes) of a fresh process from before the model to after 20 steps."""
-    code = MEMORY_PROBE.format(threads=threads)
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(options)], check=True,
-                          capture_output=True, text=True)
-    return int(done.stdout.strip().splitlines()[-1])
+    """Peak tensor bytes allocated while building the optimizer and running 5 steps.
+
+    From ``torch.profiler`` memory events in time order (on top of the model and the batch,
+    which exist before): optimizer state, gradients, graphs and temporaries.
+    """
+    from torch.profiler import profile
+
+    opts = dict(options)
+    name = opts.pop("name")
+    torch.manual_seed(0)
+    x = torch.randn(128, 1, 28, 28)
+    y = torch.randint(0, 10, (128,))
+    model = mlp((1, 28, 28), 10, [400])
+    with profile(profile_memory=True) as prof:
+        opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
+        for _ in range(5):
+            opt.step(x, y)
+    current = peak = 0
+    for _, size in sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()):
+        current += size
+        peak = max(peak, current)
+    return peak
 
 
 def peak_memory_cuda(options: dict, device: torch.device) -> int:
@@ -155,6 +152,7 @@ def plot_depth(rows: list[dict], path: Path) -> None:
     ax.set(xlabel="hidden layers (width 256)", ylabel="time per iteration / Adam",
            xscale="log", title="SAMT cost vs depth")
     ax.set_xticks([2, 4, 8, 16], labels=["2", "4", "8", "16"])
+    ax.set_xticks([], minor=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

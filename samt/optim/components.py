@@ -69,19 +69,21 @@ def secondary_step_adjoint(h: torch.Tensor, weight_step_shape: torch.Size,
     return (h.reshape(-1) / per_dim).reshape((-1,) + (1,) * (len(weight_step_shape) - 1))
 
 
-def step_hypergradient(g_new: torch.Tensor, g: torch.Tensor,
-                       step_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """``d l(W - eta*g) / d eta = -g' * g`` summed to the step's shape (first-order identity).
+def hypergradient_product(g_new: torch.Tensor, g: torch.Tensor,
+                          step_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """``g' * g`` summed to the step's shape: ``d l(W - eta*g) / d eta`` is its negative.
 
-    ``g'`` is the gradient at ``W - eta*g``; shape ``()`` gives the scalar hypergradient.
+    The first-order identity behind SAMT's meta-gradients and hypergradient SGD; ``g'`` is the
+    gradient at ``W - eta*g``. Shape ``()`` gives the scalar ``g' . g``. The sign is left to
+    the caller so that no full-size negation is needed.
     """
     prod = g_new * g
     if prod.shape == tuple(step_shape):
-        return -prod
+        return prod
     if len(step_shape) == 0:
-        return -prod.sum()
+        return prod.sum()
     dims = tuple(i for i, s in enumerate(step_shape) if s == 1 and prod.shape[i] != 1)
-    return -prod.sum(dim=dims, keepdim=True).reshape(step_shape)
+    return prod.sum(dim=dims, keepdim=True).reshape(step_shape)
 
 
 # --- features ----------------------------------------------------------------------------------

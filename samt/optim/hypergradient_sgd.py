@@ -2,7 +2,7 @@
 Hypergradient Descent"): SGD whose scalar learning rate is itself trained online.
 
 SAMT's closest ancestor: the same first-order identity ``d l(W - lr*g) / d lr = -g' . g``
-(``components.step_hypergradient``) drives one scalar step for the whole model, with plain
+(``components.hypergradient_product``) drives one scalar step for the whole model, with plain
 gradient descent on the learning rate and no eta model.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from samt.optim.components import step_hypergradient
+from samt.optim.components import hypergradient_product
 
 
 class HypergradientSGD(torch.optim.Optimizer):
@@ -31,9 +31,10 @@ class HypergradientSGD(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             previous = [self.state[p].get("previous_grad") for p in params]
             if params and all(g is not None for g in previous):
-                hyper = float(sum(step_hypergradient(p.grad, g, ()) for p, g in
-                                  zip(params, previous, strict=True)))
-                group["lr"] = group["lr"] - group["hyper_lr"] * hyper  # a Python float
+                # d l / d lr = -g_t . g_{t-1}: gradient descent on lr adds hyper_lr * g_t.g_{t-1}
+                product = float(sum(hypergradient_product(p.grad, g, ()) for p, g in
+                                    zip(params, previous, strict=True)))
+                group["lr"] = group["lr"] + group["hyper_lr"] * product  # a Python float
             for p in params:
                 p.add_(p.grad, alpha=-group["lr"])
                 self.state[p]["previous_grad"] = p.grad.clone()

@@ -42,11 +42,11 @@ from samt.optim.components import (
     combine,
     feature_indices,
     gradient_features,
+    hypergradient_product,
     project,
     secondary_step,
     secondary_step_adjoint,
     squash,
-    step_hypergradient,
     step_shape,
     theta_init,
 )
@@ -366,11 +366,11 @@ class SAMT:
         surrogate = meta_loss.new_zeros(())
         for unit, eta in zip(block.units, etas, strict=True):
             g, g_new = grad_of[id(unit.weight)]
-            hyper = step_hypergradient(g_new, g, eta.shape)
+            product = hypergradient_product(g_new, g, eta.shape)  # d loss / d eta = -product
             for p in unit.secondaries:  # the bias steps are linear in eta: fold them in
                 g, g_new = grad_of[id(p)]
-                hyper = hyper - secondary_step_adjoint(g_new * g, eta.shape, p)
-            surrogate = surrogate + torch.dot(eta.reshape(-1), hyper.reshape(-1))
+                product = product + secondary_step_adjoint(g_new * g, eta.shape, p)
+            surrogate = surrogate - torch.dot(eta.reshape(-1), product.reshape(-1))
         if not bool(torch.isfinite(surrogate.detach() + meta_loss)):
             self._stats[k][STAT_NAMES.index("skipped")] += 1
             return
