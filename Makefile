@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
-.PHONY: help install data test test-slow lint run bench bench-runner table-mnist table-cifar \
+.PHONY: help install data test test-data test-slow lint run bench bench-runner table-mnist table-cifar \
 	table-regression ablations transfer ablation-features ablation-groups report clean
 JOBS ?= 2
 
@@ -23,6 +23,9 @@ data:  ## prepare MNIST and Fashion-MNIST under $(DATA_ROOT) (no-op when present
 
 test:  ## fast offline test suite
 	$(BIN)/python -m pytest
+
+test-data:  ## every test that reads real datasets from $(DATA_ROOT), slow runs included
+	$(BIN)/python -m pytest -m real_data
 
 test-slow:  ## long end-to-end runs on the real data
 	$(BIN)/python -m pytest -m slow

@@ -45,7 +45,20 @@ from samt.train.runner import (
 )
 from samt.validation import ConfigError, validate_config, validate_environment
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def find_conf_dir() -> Path:
+    """The Hydra config folder: ``samt/conf`` in an installed wheel, else the checkout's
+    top-level ``conf/`` (editable installs and source trees; the one source of the configs)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"samt's configs are missing: neither {package / 'conf'} nor "
+                            f"{package.parent / 'conf'} holds config.yaml (a broken install?)")
+
+
+CONF_DIR = find_conf_dir()
 EXIT_USER_ERROR, EXIT_SWEEP_FAILED = 2, 1
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 HYDRA_FILES = (".hydra", "config.yaml", FolderLock.NAME)

@@ -17,28 +17,36 @@ class ModelConfigError(ValueError):
 
 
 def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
-        activation: str = "relu") -> nn.Sequential:
-    """Fully connected network: flatten, then ``hidden`` layers with ``activation``, then output."""
+        activation: str = "relu", dropout: float = 0.0, input_dropout: float = 0.0,
+        norm: str = "none") -> nn.Sequential:
+    """Fully connected network: flatten, then ``hidden`` layers with ``activation``, then output.
+
+    ``norm: batch`` puts a BatchNorm1d between each hidden Linear and its activation;
+    ``dropout`` drops hidden activations, ``input_dropout`` the inputs (probabilities in [0, 1)).
+    """
     if len(hidden) == 0:
         raise ModelConfigError("model.hidden must list at least one hidden width, e.g. [400]")
     act = _activation(activation)
     in_features = 1
     for size in input_shape:
         in_features *= int(size)
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list[nn.Module] = [nn.Flatten(), *_dropout(input_dropout, "input_dropout")]
     for width in hidden:
-        layers += [nn.Linear(in_features, int(width)), act()]
+        layers += [nn.Linear(in_features, int(width)), *_norm(norm, 1, int(width)), act(),
+                   *_dropout(dropout, "dropout")]
         in_features = int(width)
     layers.append(nn.Linear(in_features, num_outputs))
     return nn.Sequential(*layers)
 
 
 def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64),
-        hidden: int = 128, activation: str = "relu") -> nn.Sequential:
+        hidden: int = 128, activation: str = "relu", dropout: float = 0.0,
+        norm: str = "none") -> nn.Sequential:
     """Small CNN: per ``channels`` entry a 3x3 conv + activation + 2x2 max-pool, then an MLP head.
 
     Fits 28x28x1 (MNIST-like) and 32x32x3 (CIFAR) inputs; any image of at least 2**len(channels)
-    pixels per side works.
+    pixels per side works. ``norm: batch`` adds BatchNorm after every conv and the hidden Linear
+    (before the activation); ``dropout`` drops the hidden Linear's activations.
     """
     if len(input_shape) != 3:
         raise ModelConfigError(
@@ -52,10 +60,31 @@ def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = 
     act = _activation(activation)
     layers: list[nn.Module] = []
     for out_c in channels:
-        layers += [nn.Conv2d(c, int(out_c), 3, padding=1), act(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(c, int(out_c), 3, padding=1), *_norm(norm, 2, int(out_c)), act(),
+                   nn.MaxPool2d(2)]
         c, h, w = int(out_c), h // 2, w // 2
-    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), act(), nn.Linear(hidden, num_outputs)]
+    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), *_norm(norm, 1, hidden), act(),
+               *_dropout(dropout, "dropout"), nn.Linear(hidden, num_outputs)]
     return nn.Sequential(*layers)
+
+
+NORMS = ("none", "batch")
+
+
+def _norm(kind: str, dims: int, features: int) -> list[nn.Module]:
+    """No layer (``none``) or a BatchNorm over ``features`` channels (``batch``)."""
+    if kind not in NORMS:
+        raise ModelConfigError(f"model.norm={kind!r} is invalid: allowed: {', '.join(NORMS)}")
+    if kind == "none":
+        return []
+    return [nn.BatchNorm1d(features) if dims == 1 else nn.BatchNorm2d(features)]
+
+
+def _dropout(p: float, key: str) -> list[nn.Module]:
+    """No layer for ``p == 0``, else ``nn.Dropout(p)``; ``p`` must lie in [0, 1)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ModelConfigError(f"model.{key}={p!r} is invalid: a probability in [0, 1)")
+    return [nn.Dropout(float(p))] if p > 0 else []
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from samt.data import DATASETS
-from samt.models import _ACTIVATIONS, MODELS
+from samt.models import _ACTIVATIONS, MODELS, NORMS
 from samt.optim import OPTIMIZERS, SAMT
 from samt.optim.baselines import BASELINES
 from samt.optim.components import (
@@ -140,6 +140,11 @@ def _validate_model(cfg: dict[str, Any]) -> None:
         "input_shape", "num_outputs"))), f"model {name}")
     if "activation" in model:
         _choice("model.activation", model["activation"], tuple(_ACTIVATIONS))
+    if "norm" in model:
+        _choice("model.norm", model["norm"], NORMS)
+    for key in ("dropout", "input_dropout"):
+        if key in model:
+            _number(cfg, f"model.{key}", float, 0.0, high=1.0, high_strict=True)
     if name == "cnn":
         if "channels" in model:
             _positive_int_list(cfg, "model.channels", "[32, 64]")

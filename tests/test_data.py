@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import require_dataset
 from fixtures_data import (
     IDX_NAMES,
     idx_bytes,
@@ -404,16 +405,10 @@ UCI_ROWS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = os.environ.get("SAMT_DATA_ROOT")
-    if not root:
-        pytest.skip("SAMT_DATA_ROOT not set: point it at the offline data root to run these")
-    return Path(root)
-
-
+@pytest.mark.real_data
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
-def test_real_idx_sets_load_without_writing(data_root, name):
+def test_real_idx_sets_load_without_writing(name):
+    data_root = require_dataset(name)
     before = snapshot(data_root)
     splits = load_dataset(name, data_root, download=True)
     assert splits.x_train.shape == (60000, 1, 28, 28) and splits.x_test.shape == (10000, 1, 28, 28)
@@ -426,15 +421,19 @@ def test_real_idx_sets_load_without_writing(data_root, name):
     assert snapshot(data_root) == before
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("name", sorted(UCI_ROWS))
-def test_real_uci_sets_have_the_documented_rows(data_root, name):
+def test_real_uci_sets_have_the_documented_rows(name):
+    data_root = require_dataset(name)
     splits = load_dataset(name, data_root)
     assert len(splits.x_train) + len(splits.x_test) == UCI_ROWS[name]
     assert torch.isfinite(splits.x_train).all() and torch.isfinite(splits.y_test).all()
     assert splits.target_std > 0
 
 
-def test_real_protein_has_five_splits(data_root):
+@pytest.mark.real_data
+def test_real_protein_has_five_splits():
+    data_root = require_dataset("uci_protein")
     load_dataset("uci_protein", data_root, split=4)
     with pytest.raises(InvalidSplitError, match=r"0\.\.4"):
         load_dataset("uci_protein", data_root, split=5)

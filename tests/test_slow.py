@@ -12,7 +12,7 @@ from samt.train import run_training
 
 from conftest import CONF_DIR
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
 
 @pytest.mark.parametrize("optimizer, floor", [("adam", 96.0), ("samt_e", 95.0),

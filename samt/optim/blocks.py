@@ -1,8 +1,15 @@
-"""Split an ``nn.Sequential`` model into SAMT blocks.
+"""Split an ``nn.Sequential`` model into SAMT blocks, and run blocks so that repeated passes in
+one SAMT step see one network.
 
 A *unit* is one parametrized layer (Linear or Conv) together with the parameter-free modules and
 normalization layers that follow it; modules before the first parametrized layer join the first
 unit. A *block* is ``group_size`` consecutive units (``0``: the whole model is one block).
+
+One ``SAMT.step`` runs parts of the model several times (the gradient of each block, the loss
+after each step). ``PassContext`` makes those passes consistent with one forward of the model:
+Dropout draws its masks in the first pass and every later pass reuses them; BatchNorm updates
+its running statistics in the first pass only (later passes normalize with the batch statistics
+at the current weights, as training-mode BatchNorm does, without touching the running ones).
 """
 
 from __future__ import annotations
@@ -11,9 +18,15 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+# Modules whose training-mode output is random or stateful in a way SAMT cannot replay exactly.
+UNSUPPORTED = (nn.AlphaDropout, nn.FeatureAlphaDropout, nn.RReLU, nn.SyncBatchNorm,
+               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 class SAMTModelError(TypeError):
@@ -23,9 +36,45 @@ class SAMTModelError(TypeError):
 STRUCTURE_HELP = (
     "SAMT needs an nn.Sequential (nested nn.Sequential is flattened) whose parametrized children "
     "are Linear/Conv1d/Conv2d/Conv3d layers, each optionally followed by a normalization layer "
-    "(BatchNorm, LayerNorm, GroupNorm); every other child must be parameter-free "
-    "(activations, pooling, Flatten, Dropout)."
+    "(BatchNorm1d/2d/3d, LayerNorm, GroupNorm); every other child must be parameter-free "
+    "(activations, pooling, Flatten, Dropout/Dropout1d/2d/3d), and no trained parameter may "
+    "be shared between two places."
 )
+
+
+class PassContext:
+    """The randomness and running statistics of one SAMT step, shared by all its passes.
+
+    The first pass (``first=True``) runs every module as ``model(x)`` would, drawing Dropout
+    masks (kept here) and updating BatchNorm running statistics. Later passes reuse the masks
+    and leave the running statistics alone.
+    """
+
+    def __init__(self) -> None:
+        self.first = True
+        self.masks: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __call__(self, module: nn.Module, h: torch.Tensor, where: tuple[int, int]) -> torch.Tensor:
+        """Run ``module`` on ``h``; ``where`` names its position (a module may be used twice)."""
+        if not module.training:
+            return module(h)
+        if isinstance(module, DROPOUTS):
+            return self._dropout(module, h, where)
+        if isinstance(module, BATCH_NORMS) and not self.first and module.track_running_stats:
+            return F.batch_norm(h, None, None, module.weight, module.bias, True, 0.0, module.eps)
+        return module(h)
+
+    def _dropout(self, module: nn.Module, h: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+        if module.p == 0.0:
+            return h
+        if self.first:
+            # nn.Dropout zeroes single entries; Dropout1d/2d/3d whole channels (dims 0 and 1).
+            shape = (h.shape if isinstance(module, nn.Dropout)
+                     else (*h.shape[:2], *([1] * (h.dim() - 2))))
+            keep = 1.0 - module.p
+            mask = torch.empty(shape, dtype=h.dtype, device=h.device).bernoulli_(keep)
+            self.masks[key] = mask.div_(keep) if keep > 0 else mask
+        return h * self.masks[key]
 
 
 @dataclass
@@ -51,41 +100,60 @@ class Block:
     def params(self) -> list[nn.Parameter]:
         return [p for u in self.units for p in (u.weight, *u.secondaries)]
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        for module in self.modules:
-            h = module(h)
+    def forward(self, h: torch.Tensor, context: PassContext | None = None) -> torch.Tensor:
+        """Run the block's modules; with ``context``, as one pass of a SAMT step."""
+        for i, module in enumerate(self.modules):
+            h = module(h) if context is None else context(module, h, (id(self), i))
         return h
 
 
-def _flatten(model: nn.Module) -> list[nn.Module]:
+def _flatten(model: nn.Sequential) -> list[nn.Module]:
+    """Children in forward order, nested Sequentials inlined; a module used twice is listed at
+    both places (``children()`` would list it once)."""
     out: list[nn.Module] = []
-    for child in model.children():
+    for child in model:
         out.extend(_flatten(child) if isinstance(child, nn.Sequential) else [child])
     return out
 
 
 def split_units(model: nn.Module) -> list[Unit]:
-    """Return the model's units in forward order, or raise ``SAMTModelError``."""
+    """Return the model's units in forward order, or raise ``SAMTModelError``.
+
+    A Linear/Conv layer whose parameters are all frozen (``requires_grad=False``) is treated as a
+    parameter-free module; a frozen bias of a trained weight is left alone.
+    """
     if not isinstance(model, nn.Sequential):
         raise SAMTModelError(f"got {type(model).__name__}. {STRUCTURE_HELP}")
+    modules = _flatten(model)
+    _refuse_reuse(modules)
     units: list[Unit] = []
     leading: list[nn.Module] = []
-    for module in _flatten(model):
-        has_params = any(p.requires_grad for p in module.parameters())
-        if isinstance(module, WEIGHT_LAYERS):
+    for module in modules:
+        if isinstance(module, UNSUPPORTED):
+            raise SAMTModelError(
+                f"child {type(module).__name__} is random or stateful in training mode in a way "
+                "SAMT cannot replay across the passes of one step (use nn.Dropout or "
+                "nn.Dropout1d/2d/3d, BatchNorm1d/2d/3d, LayerNorm or GroupNorm). "
+                + STRUCTURE_HELP)
+        trained = [p for p in module.parameters() if p.requires_grad]
+        if isinstance(module, WEIGHT_LAYERS) and trained:
+            if not module.weight.requires_grad:
+                raise SAMTModelError(
+                    f"{type(module).__name__} layer {module} has a frozen weight but a trained "
+                    "bias; SAMT's step sizes live on the weight: freeze both or neither")
             unit = Unit(weight=module.weight, modules=[*leading, module])
-            if module.bias is not None:
+            if module.bias is not None and module.bias.requires_grad:
                 unit.secondaries.append(module.bias)
             units.append(unit)
             leading = []
-        elif isinstance(module, NORM_LAYERS) and has_params:
+        elif isinstance(module, NORM_LAYERS) and trained:
             if not units:
                 raise SAMTModelError(
                     f"normalization layer {module} comes before any Linear/Conv layer. "
                     + STRUCTURE_HELP)
             units[-1].modules.append(module)
-            units[-1].secondaries.extend(p for p in module.parameters() if p.requires_grad)
-        elif has_params:
+            units[-1].secondaries.extend(trained)
+        elif trained:
             raise SAMTModelError(
                 f"child {type(module).__name__} has parameters but is not a supported layer. "
                 + STRUCTURE_HELP)
@@ -96,6 +164,22 @@ def split_units(model: nn.Module) -> list[Unit]:
     if not units:
         raise SAMTModelError("the model has no Linear/Conv layer to train. " + STRUCTURE_HELP)
     return units
+
+
+def _refuse_reuse(modules: list[nn.Module]) -> None:
+    """A trained parameter used at two places (a reused layer, tied weights) would be updated
+    as two blocks; parameter-free modules may be reused (each use runs in its place)."""
+    owner: dict[int, int] = {}
+    for i, module in enumerate(modules):
+        for p in module.parameters():
+            if not p.requires_grad:
+                continue
+            if id(p) in owner:
+                raise SAMTModelError(
+                    f"a parameter of child {i} ({type(module).__name__}) is shared with child "
+                    f"{owner[id(p)]} (tied weights); SAMT cannot update one tensor as two blocks. "
+                    + STRUCTURE_HELP)
+            owner[id(p)] = i
 
 
 def split_blocks(model: nn.Module, group_size: int = 1) -> list[Block]:

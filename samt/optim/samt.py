@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samt.optim.blocks import Block, split_blocks
+from samt.optim.blocks import Block, PassContext, split_blocks
 from samt.optim.components import (
     COMBINES,
     FEATURE_NAMES,
@@ -238,11 +238,13 @@ class SAMT:
         """First forward with autograd: caches every block input, attached to the graph below."""
         self._inp: list[torch.Tensor | None] = [inputs]
         self._attached = [False]
+        self._context = PassContext()  # Dropout masks and BatchNorm updates of this forward
         h = inputs
         for block in self.blocks:
-            h = block.forward(h)
+            h = block.forward(h, self._context)
             self._inp.append(h)
             self._attached.append(True)
+        self._context.first = False  # later passes replay this one
 
     def _invalidate_above(self, k: int) -> None:
         for j in range(k + 1, len(self._inp)):
@@ -262,7 +264,7 @@ class SAMT:
         for j in range(start, top):
             if j > start:
                 self._inp[j] = h.detach()
-            h = self.blocks[j].forward(h)
+            h = self.blocks[j].forward(h, self._context)
         if start < top:
             self._inp[top] = h.detach()
         loss = self.loss_fn(h, targets)
@@ -285,7 +287,7 @@ class SAMT:
         h = self._inp[v].detach()
         with torch.no_grad():
             for j in range(v, k):
-                h = self.blocks[j].forward(h)
+                h = self.blocks[j].forward(h, self._context)
                 self._inp[j + 1], self._attached[j + 1] = h, False
         return h
 
@@ -438,7 +440,7 @@ class SAMT:
         if pending is not None:
             loss, grads = self._pass({pending[0]}, targets)
             self._meta_update(pending[0], pending[1], grads[pending[0]], loss)
-        self._inp, self._attached = [], []
+        self._inp, self._attached, self._context = [], [], PassContext()
         return first_loss
 
     def train_mode(self) -> None:
