@@ -5,22 +5,26 @@
 Exit status of ``samt-run`` (docs/reliability.md): 0 when the run completed, diverged or was
 already finished; 2 for a user error (bad config value, data fault, unusable run folder); 130 on
 Ctrl-C and 143 on SIGTERM (the run folder keeps its rows and checkpoint: rerun to resume); 1 for
-a crash, with Hydra's traceback. A sweep (``-m``) runs every job even when some fail and exits 1
-at the end if any failed.
+a crash, with the traceback. A sweep (``-m``) runs every job even when some fail and exits 1
+at the end if any failed. Each run (and each sweep) ends with a short block on stderr saying how
+it ended (docs/outputs.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
+import logging
 import os
-import shutil
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +33,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from samt.data import DATASETS, DataError, prepare_dataset
-from samt.train.checkpoint import FolderLock
+from samt.run_folder import FolderState, prepare_folder
 from samt.train.records import write_json
 from samt.train.runner import (
     STATUS_DIVERGED,
@@ -43,8 +47,12 @@ from samt.train.runner import (
     Run,
     base_summary,
 )
-from samt.validation import ConfigError, validate_config, validate_environment
-
+from samt.validation import (
+    ConfigError,
+    check_name_part,
+    validate_config,
+    validate_environment,
+)
 
 
 def find_conf_dir() -> Path:
@@ -59,21 +67,32 @@ def find_conf_dir() -> Path:
 
 
 CONF_DIR = find_conf_dir()
-EXIT_USER_ERROR, EXIT_SWEEP_FAILED = 2, 1
+EXIT_USER_ERROR, EXIT_SWEEP_FAILED, EXIT_CRASH = 2, 1, 1
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
-HYDRA_FILES = (".hydra", "config.yaml", FolderLock.NAME)
-
-# Jobs of the current sweep that failed (the basic launcher runs them in this process).
-SWEEP_FAILURES: list[tuple[Path, str]] = []
-# Hydra's files of an existing result folder, read before Hydra rewrites them (single runs).
-_HYDRA_SNAPSHOT: dict[Path, bytes] = {}
+# Keys whose values become part of a sweep job's folder name (hydra.sweep.subdir).
+FOLDER_NAME_KEYS = ("optimizer.label", "dataset.name", "model.name", "seed")
 
 
-def _remove_if_not_a_result(run_dir: Path) -> None:
-    """Delete a run folder that holds only Hydra's own files (no metrics, no summary)."""
-    if run_dir.is_dir() and all(p.name in HYDRA_FILES or p.suffix == ".log"
-                                for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir, ignore_errors=True)
+@dataclass
+class JobOutcome:
+    """How one job of a sweep ended (the basic launcher runs jobs in this process)."""
+
+    folder: Path
+    status: str
+    error: str | None = None
+    done_before: bool = False  # the folder already held the finished run: nothing was done
+
+
+# Jobs of the current sweep, in order; the sweep's start (time.monotonic()).
+SWEEP_JOBS: list[JobOutcome] = []
+_SWEEP_START: list[float] = []
+# What each run folder held before this process wrote into it (single runs; on_run_start).
+_FOLDER_STATES: dict[Path, FolderState] = {}
+
+
+def _abs(path: str | Path) -> Path:
+    """``path`` made absolute against the working directory, as Hydra makes its output_dir."""
+    return Path(os.path.abspath(str(path)))
 
 
 def _has_results(run_dir: Path) -> bool:
@@ -130,17 +149,25 @@ def _error(message: str) -> None:
 
 
 def run_job(cfg: DictConfig | dict, run_dir: Path, *, multirun: bool = False,
-            resume_hint: str | None = None) -> float | None:
+            resume_hint: str | None = None, sweep_dir: Path | None = None) -> float | None:
     """One ``samt-run`` job exactly as the CLI runs it: resolve, validate, run or resume.
 
-    Returns the final test metric. Single runs exit (``SystemExit``) with 2 on a user error,
-    leaving no result files, and 130/143 when interrupted. In a sweep (``multirun``) a failing
-    job is reported, recorded in ``SWEEP_FAILURES`` and in its summary.json (status failed),
-    and the function returns ``None`` so that the sweep goes on. ``resume_hint`` is the override
-    that points a rerun at this folder (default ``hydra.run.dir=<run_dir>``).
+    Returns the final test metric and prints how the run ended (``report_run``). Single runs
+    exit (``SystemExit``) with 2 on a user error, removing only what this process added to the
+    folder (``FolderState``: recorded by ``RunCallbacks.on_run_start``, else here), with 1 on a
+    crash (traceback, then the report) and 130/143 when interrupted. In a sweep (``multirun``) a
+    failing job is reported, recorded in ``SWEEP_JOBS`` and in its summary.json (status failed;
+    never outside ``sweep_dir``), and the function returns ``None`` so that the sweep goes on.
+    ``resume_hint`` is the override that points a rerun at this folder (default
+    ``hydra.run.dir=<run_dir>``).
     """
     run_dir = Path(run_dir)
+    started = time.monotonic()
+    state = None
+    if not multirun:
+        state = _FOLDER_STATES.pop(_abs(run_dir), None) or FolderState.capture(run_dir)
     plain: dict[str, Any] | None = None
+    run: Run | None = None
     try:
         with terminate_as_interrupt():
             plain = resolve_config(cfg)
@@ -151,11 +178,12 @@ def run_job(cfg: DictConfig | dict, run_dir: Path, *, multirun: bool = False,
             summary = run.execute()
     except USER_ERRORS as exc:
         if not multirun:
-            _remove_if_not_a_result(run_dir)
-            _restore_hydra_files(run_dir.absolute())
+            if state is not None:
+                state.undo()
             _error(str(exc))
             sys.exit(EXIT_USER_ERROR)
-        _sweep_job_failed(run_dir, cfg, plain, f"{type(exc).__name__}: {exc}", show=str(exc))
+        _sweep_job_failed(run_dir, cfg, plain, f"{type(exc).__name__}: {exc}", show=str(exc),
+                          sweep_dir=sweep_dir)
         return None
     except KeyboardInterrupt as exc:
         name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
@@ -164,34 +192,117 @@ def run_job(cfg: DictConfig | dict, run_dir: Path, *, multirun: bool = False,
                + (resume_hint or f"hydra.run.dir={run_dir}"))
         sys.exit(EXIT_SIGNAL.get(name, 130))
     except Exception as exc:
-        if not multirun:
-            raise  # a crash: Hydra prints the traceback; summary.json says failed
         traceback.print_exc()
+        log = _log_traceback(run_dir, exc)
+        if not multirun:
+            summary = run.summary if run is not None else base_summary(plain or {})
+            summary = {**summary, "status": STATUS_FAILED,
+                       "error": f"{type(exc).__name__}: {exc}"}
+            print(report_run(summary, run_dir, time.monotonic() - started, log=log),
+                  file=sys.stderr)
+            sys.exit(EXIT_CRASH)
         _sweep_job_failed(run_dir, cfg, plain, f"{type(exc).__name__}: {exc}",
-                          show=f"crashed: {type(exc).__name__}: {exc}")
+                          show=f"crashed: {type(exc).__name__}: {exc}", sweep_dir=sweep_dir)
         return None
-    _report_outcome(run, run_dir)
+    _report_outcome(run, run_dir, time.monotonic() - started, multirun)
     final = summary.get("final") or {}
     return final.get("test_metric")
 
 
-def _report_outcome(run: Run, run_dir: Path) -> None:
+def _log_traceback(run_dir: Path, exc: BaseException) -> Path | None:
+    """Write the traceback of ``exc`` into Hydra's job log in ``run_dir`` (only there, not on
+    the console); the log's path, or None without one (``run_job`` called outside Hydra)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and \
+                Path(handler.baseFilename).parent == _abs(run_dir):
+            record = logging.LogRecord("samt", logging.ERROR, __file__, 0, "run failed: %s",
+                                       (f"{type(exc).__name__}: {exc}",),
+                                       (type(exc), exc, exc.__traceback__))
+            with contextlib.suppress(Exception):
+                handler.handle(record)
+                handler.flush()
+                return Path(handler.baseFilename)
+    return None
+
+
+def _metric_text(summary: dict) -> str:
+    """``test accuracy: 93.46 % final, 93.88 % best (epoch 2)`` (RMSE for regression)."""
+    metric = summary.get("metric")
+    name = {"accuracy": "test accuracy", "rmse": "test RMSE"}.get(metric, "test metric")
+
+    def show(value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "n/a"
+        return f"{value:.2f} %" if metric == "accuracy" else f"{value:.4g}"
+
+    if not summary.get("epochs_completed"):
+        return f"{name}: none (no epoch finished)"
+    final = (summary.get("final") or {}).get("test_metric")
+    return (f"{name}: {show(final)} final, {show(summary.get('best_test_metric'))} best "
+            f"(epoch {summary.get('best_epoch')})")
+
+
+def report_run(summary: dict, run_dir: Path, elapsed: float, *, done_before: bool = False,
+               log: Path | None = None) -> str:
+    """The block printed when a run ends: status (with the error, one line), test metric
+    (final and best), epochs, wall time of this call (and the training time recorded in
+    summary.json) and the run folder (for a failed run: where its log is)."""
+    status = summary.get("status")
+    if done_before:
+        head = f"run already finished ({status}): nothing to do"
+    elif status in (STATUS_DIVERGED, STATUS_FAILED):
+        head = f"run {status}: {(str(summary.get('error') or '').splitlines() or [''])[0]}"
+    else:
+        head = f"run {status}"
+    training = summary.get("wall_time_s")
+    training_text = (f" (training {training:.1f} s)"
+                     if isinstance(training, (int, float)) and not done_before else "")
+    where = f"  run folder: {_abs(run_dir)}"
+    if status == STATUS_FAILED:
+        where += (f" (summary.json; the traceback is in {log.name})" if log is not None
+                  else " (summary.json)")
+    return "\n".join([
+        f"samt-run: {head}",
+        f"  {_metric_text(summary)}",
+        f"  epochs: {summary.get('epochs_completed') or 0} of {summary.get('epochs')}; "
+        f"wall time {elapsed:.1f} s{training_text}",
+        where])
+
+
+def _report_outcome(run: Run, run_dir: Path, elapsed: float, multirun: bool) -> None:
+    """Print how a run that returned ended; in a sweep, record it for the sweep's report."""
     summary = run.summary
-    if run.outcome == "done":
+    done = run.outcome == "done"
+    if done:
         print(f"samt-run: {run_dir} already holds a finished run of this config "
               f"(status {summary.get('status')}, {summary.get('epochs_completed')} epochs); "
               "nothing to do (resume=false runs it again)")
     elif summary.get("status") == STATUS_DIVERGED:
         print(f"samt-run: warning: run diverged: {summary.get('error')}; {run_dir} keeps the "
               f"{summary.get('epochs_completed')} finished epochs", file=sys.stderr)
+    if multirun:
+        SWEEP_JOBS.append(JobOutcome(_abs(run_dir), str(summary.get("status")),
+                                     summary.get("error"), done_before=done))
+    else:
+        print(report_run(summary, run_dir, elapsed, done_before=done), file=sys.stderr)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both resolved: symlinks and '..' followed)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
 
 
 def _sweep_job_failed(run_dir: Path, cfg: DictConfig | dict, plain: dict | None, error: str,
-                      show: str) -> None:
+                      show: str, sweep_dir: Path | None = None) -> None:
     """Record a failed sweep job: a summary.json with status failed unless the folder already
-    holds results (those are never overwritten), the failure list, a message."""
+    holds results (those are never overwritten) or lies outside ``sweep_dir``; the job list;
+    a message."""
     _error(f"sweep job in {run_dir} failed: {show}")
-    if run_dir.is_dir() and not _has_results(run_dir):
+    if run_dir.is_dir() and not _has_results(run_dir) and (
+            sweep_dir is None or _inside(run_dir, sweep_dir)):
         if plain is None and isinstance(cfg, DictConfig):  # best effort: unresolved values
             plain = OmegaConf.to_container(cfg, resolve=False)
         summary = base_summary(plain or {})
@@ -200,45 +311,151 @@ def _sweep_job_failed(run_dir: Path, cfg: DictConfig | dict, plain: dict | None,
         if plain is not None:
             with contextlib.suppress(Exception):
                 OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
-    SWEEP_FAILURES.append((run_dir, error))
+    SWEEP_JOBS.append(JobOutcome(_abs(run_dir), STATUS_FAILED, error))
 
 
-def _restore_hydra_files(run_dir: Path) -> None:
-    """Undo Hydra's rewrite of ``.hydra/`` in a result folder whose run was refused."""
-    for path, data in _HYDRA_SNAPSHOT.items():
-        if path.parent.parent == run_dir:
-            with contextlib.suppress(OSError):
-                path.write_bytes(data)
-    _HYDRA_SNAPSHOT.clear()
+def _task_config(config: DictConfig) -> DictConfig:
+    """The job's config as the task function receives it: Hydra's node removed."""
+    task = copy.deepcopy(config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def _validate_early(config: DictConfig) -> None:
+    """Resolve and validate the job config before Hydra writes anything (``USER_ERRORS``).
+
+    A config that cannot be resolved yet (it may read ``${hydra:runtime.output_dir}``, set
+    only when the job starts) is left to the job, which reports it if it still fails.
+    """
+    hydra_config = HydraConfig.instance()
+    previous = hydra_config.cfg
+    hydra_config.set_config(config)  # for ${hydra:...} interpolations, as in the job itself
+    try:
+        plain = resolve_config(_task_config(config))
+    except ConfigError:
+        return
+    finally:
+        hydra_config.cfg = previous
+    validate_config(plain)
+    validate_environment(plain)
+
+
+def _override_values(override: Any) -> list[Any]:
+    """The plain values an override sets (each value of a sweep); interpolations left out."""
+    from hydra.core.override_parser.types import QuotedString
+
+    values = list(override.sweep_iterator()) if override.is_sweep_override() \
+        else [override.value()]
+    values = [v.text if isinstance(v, QuotedString) else v for v in values]
+    return [v for v in values if not (isinstance(v, str) and "${" in v)]
+
+
+def _check_sweep_folder_names(config: DictConfig) -> None:
+    """``ConfigError`` for a value of ``FOLDER_NAME_KEYS``, in the sweep's arguments or its base
+    config, that would put a job folder outside the sweep folder (before any folder exists)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values: list[tuple[str, Any]] = []
+    with contextlib.suppress(Exception):
+        values.append(("optimizer.label", OmegaConf.select(config, "optimizer.label")))
+    with contextlib.suppress(Exception):
+        parser = OverridesParser.create()
+        for override in parser.parse_overrides(list(config.hydra.overrides.task)):
+            if override.key_or_group in FOLDER_NAME_KEYS and not override.is_delete():
+                values += [(override.key_or_group, v) for v in _override_values(override)]
+    for key, value in values:
+        if value is None:
+            continue
+        if key == "optimizer.label":
+            check_name_part(key, value)
+        elif any(part in str(value) for part in ("/", "\\", "..")):
+            raise ConfigError(f"{key}={value!r} is invalid: it becomes part of the job folder's "
+                              "name, so it must not hold '/', '\\' or '..'")
+
+
+def _fail_early(exc: BaseException) -> None:
+    """A user error found before Hydra wrote anything: one line, exit 2."""
+    _error(str(exc))
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _sweep_report(config: DictConfig) -> tuple[str, int]:
+    """The block printed at the end of a sweep and the number of failed jobs in this process."""
+    sweep_dir = _abs(str(config.hydra.sweep.dir))
+    jobs = list(SWEEP_JOBS)
+    source = ""
+    if not jobs:  # jobs ran in other processes (joblib, SLURM): read their summaries
+        source = " (read from the jobs' summary.json)"
+        for path in sorted(sweep_dir.glob("*/summary.json")):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                summary = json.loads(path.read_text(encoding="utf-8"))
+                jobs.append(JobOutcome(path.parent, str(summary["status"]), summary.get("error")))
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    done_before = sum(job.done_before for job in jobs)
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    elapsed = time.monotonic() - _SWEEP_START[0] if _SWEEP_START else 0.0
+    lines = [f"samt-run: sweep ended: {len(jobs)} job(s){source}: {parts or 'none'}"
+             + (f" ({done_before} already finished before)" if done_before else "")
+             + f"; wall time {elapsed:.1f} s"]
+    failed = [job for job in jobs if job.status == STATUS_FAILED]
+    if failed:
+        lines.append(f"  {len(failed)} sweep job(s) failed:")
+        lines += [f"    {job.folder}: {(str(job.error or '').splitlines() or [''])[0]}"
+                  for job in failed]
+    lines += [f"  sweep folder: {sweep_dir}", f"  next: samt-report {sweep_dir}"]
+    return "\n".join(lines), len(failed) if SWEEP_JOBS else 0
 
 
 class RunCallbacks(Callback):
     """Registered in conf/config.yaml.
 
-    Single run: keeps a copy of an existing result folder's ``.hydra/*.yaml`` (Hydra rewrites
-    them before the job starts), put back when the run is refused (e.g. another config).
-    Sweep: a sweep with a failed job exits with status 1 after all its jobs ran.
+    Single run (``on_run_start``, before Hydra creates or writes the run folder): validates
+    the config and the run folder's path, so that a user error writes nothing; records what
+    the folder holds (``FolderState``), so that a run refused later removes only what it added
+    and puts back Hydra's ``.hydra/`` files.
+    Sweep: checks the values that name job folders and the sweep folder's path before anything
+    is written; at the end prints how the sweep ended (``_sweep_report``) and exits with status
+    1 if a job failed.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _HYDRA_SNAPSHOT.clear()
-        with contextlib.suppress(Exception):
-            run_dir = Path(to_absolute_path(str(config.hydra.run.dir)))
-            hydra_dir = run_dir / str(config.hydra.output_subdir)
-            if _has_results(run_dir) and hydra_dir.is_dir():
-                _HYDRA_SNAPSHOT.update({p: p.read_bytes() for p in hydra_dir.glob("*.yaml")})
+        _FOLDER_STATES.clear()
+        try:
+            run_dir = _abs(str(config.hydra.run.dir))
+        except Exception:  # an unresolvable folder name: Hydra reports it
+            return
+        try:
+            _validate_early(config)
+            subdir = config.hydra.output_subdir
+            state = FolderState.capture(run_dir, restore=[str(subdir)] if subdir else [])
+            state.created = prepare_folder("hydra.run.dir", run_dir)
+        except USER_ERRORS as exc:
+            _fail_early(exc)
+        state.added = (f"{config.hydra.job.name}.log",)
+        _FOLDER_STATES[run_dir] = state
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        SWEEP_FAILURES.clear()
+        SWEEP_JOBS.clear()
+        _SWEEP_START[:] = [time.monotonic()]
+        try:
+            _check_sweep_folder_names(config)
+            try:
+                sweep_dir = _abs(str(config.hydra.sweep.dir))
+            except Exception:  # an unresolvable folder name: Hydra reports it
+                return
+            prepare_folder("hydra.sweep.dir", sweep_dir)
+        except USER_ERRORS as exc:
+            _fail_early(exc)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not SWEEP_FAILURES:
-            return
-        lines = [f"  {path}: {error.splitlines()[0]}" for path, error in SWEEP_FAILURES]
-        print(f"samt-run: {len(SWEEP_FAILURES)} sweep job(s) failed:\n" + "\n".join(lines),
-              file=sys.stderr)
-        SWEEP_FAILURES.clear()
-        sys.exit(EXIT_SWEEP_FAILED)
+        report, failed = _sweep_report(config)
+        print(report, file=sys.stderr)
+        SWEEP_JOBS.clear()
+        if failed:
+            sys.exit(EXIT_SWEEP_FAILED)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -246,9 +463,9 @@ def _hydra_run(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    hint = (f"hydra.sweep.dir={to_absolute_path(str(hydra_cfg.sweep.dir))}" if multirun
-            else f"hydra.run.dir={run_dir}")
-    return run_job(cfg, run_dir, multirun=multirun, resume_hint=hint)
+    sweep_dir = _abs(str(hydra_cfg.sweep.dir)) if multirun else None
+    hint = (f"hydra.sweep.dir={sweep_dir}" if multirun else f"hydra.run.dir={run_dir}")
+    return run_job(cfg, run_dir, multirun=multirun, resume_hint=hint, sweep_dir=sweep_dir)
 
 
 def run_main() -> None:

@@ -8,15 +8,17 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from samt.data import DATASETS
 from samt.models import _ACTIVATIONS, MODELS, NORMS
 from samt.optim import OPTIMIZERS, SAMT
-from samt.optim.baselines import BASELINES
+from samt.optim.baselines import BASELINES, optimizer_class
 from samt.optim.components import (
     COMBINES,
     FEATURE_NAMES,
@@ -31,7 +33,15 @@ RUNNER_KEYS = ("name", "label", "schedule")  # optimizer-group keys the runner i
 RESUME_CHOICES = ("auto", True, False)
 # Optimizers whose step size is their own trained or averaged state: no outside schedule.
 CONSTANT_SCHEDULE_ONLY = ("hypergradient_sgd", "schedulefree_adamw")
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; int64 everywhere else
 TOP_KEYS = ("dataset", "model", "optimizer", "device", "data")  # sections that must exist
+# Every top-level key of a run config (conf/config.yaml): any other one is a typo.
+CONFIG_KEYS = (*TOP_KEYS, "seed", "epochs", "batch_size", "eval_batch_size", "progress",
+               "max_consecutive_skips", "resume", "tuning")
+# A value that becomes part of a run folder's name (optimizer.label): no path separator, no "..".
+NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+NAME_PART_ALLOWED = ("1 to 100 characters from letters, digits and _ . + - (the first a letter "
+                     "or digit), without '..': it becomes part of the run folder's name")
 
 
 class ConfigError(ValueError):
@@ -92,6 +102,13 @@ def _positive_int_list(cfg: dict, key: str, example: str) -> None:
         _fail(key, value, f"a non-empty list of positive integers, e.g. {example}")
 
 
+def _seed(cfg: dict, key: str) -> None:
+    """A seed: an integer in ``0..SEED_MAX`` (what torch, numpy and the report all handle)."""
+    seed = _number(cfg, key, int, 0)
+    if seed > SEED_MAX:
+        _fail(key, seed, f"a seed must lie in 0..{SEED_MAX} (2**63-1)")
+
+
 def _signature_keys(fn: Any, skip: tuple[str, ...]) -> list[str] | None:
     """Keyword options ``fn`` accepts; ``None`` when it takes ``**options`` (a factory whose
     options only the optimizer it builds knows: checked when it is built)."""
@@ -105,15 +122,37 @@ def _with(fixed: tuple[str, ...], keys: list[str] | None) -> list[str] | None:
     return None if keys is None else [*fixed, *keys]
 
 
+def check_name_part(key: str, value: Any) -> None:
+    """``ConfigError`` unless ``value`` can be part of a run folder's name (``NAME_PART``)."""
+    if not isinstance(value, str) or not NAME_PART.fullmatch(value) or ".." in value:
+        _fail(key, value, f"allowed: {NAME_PART_ALLOWED}")
+
+
+def _known_top_keys(cfg: dict[str, Any]) -> None:
+    """Every top-level key must be one of ``CONFIG_KEYS``; a typo gets the close match."""
+    for key, value in cfg.items():
+        if key in CONFIG_KEYS:
+            continue
+        close = difflib.get_close_matches(str(key), CONFIG_KEYS, n=1, cutoff=0.6)
+        hint = ""
+        if close and close[0] in TOP_KEYS and isinstance(value, str):
+            hint = f"did you mean {close[0]}={value}? "
+        elif close:
+            hint = f"did you mean {close[0]}? "
+        _fail(str(key), value, f"unknown top-level key; {hint}"
+              f"known keys: {', '.join(sorted(CONFIG_KEYS))}")
+
+
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise ``ConfigError`` for the first invalid value in the resolved config ``cfg``."""
+    _known_top_keys(cfg)
     for section in TOP_KEYS:
         if not isinstance(cfg.get(section), dict):
             _fail(section, cfg.get(section), "expected a config group (a mapping)")
     _number(cfg, "epochs", int, 1)
     _number(cfg, "batch_size", int, 1)
     _number(cfg, "eval_batch_size", int, 1)
-    _number(cfg, "seed", int, 0)
+    _seed(cfg, "seed")
     _number(cfg, "max_consecutive_skips", int, 1)
     _bool(cfg, "progress")
     _choice("resume", cfg.get("resume", "auto"), RESUME_CHOICES)
@@ -180,8 +219,8 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
     name = opt.get("name")
     _choice("optimizer.name", name, OPTIMIZERS)
     _choice("optimizer.schedule", opt.get("schedule", "constant"), SCHEDULES)
-    if "label" in opt and (not isinstance(opt["label"], str) or not opt["label"]):
-        _fail("optimizer.label", opt["label"], "expected a non-empty name")
+    if "label" in opt:
+        check_name_part("optimizer.label", opt["label"])
     if name != "samt":
         _validate_baseline(cfg, name)
         return
@@ -208,7 +247,7 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
     _number(cfg, "optimizer.group_size", int, 0)
     _number(cfg, "optimizer.tanh_c", float, 0.0, strict=True)
     if "seed" in opt:
-        _number(cfg, "optimizer.seed", int, 0)
+        _seed(cfg, "optimizer.seed")
     _bool(cfg, "optimizer.eta_shared")
     _bool(cfg, "optimizer.features_per_group")
     features = opt.get("features")
@@ -259,6 +298,64 @@ def _validate_baseline(cfg: dict[str, Any], name: str) -> None:
     if opt.get("nesterov") and (opt.get("momentum", 0) <= 0 or opt.get("dampening", 0) != 0):
         _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0 and dampening 0 "
               f"(got momentum={opt.get('momentum', 0)}, dampening={opt.get('dampening', 0)})")
+    _typed_like_defaults(cfg, name)
+    if opt.get("differentiable"):
+        _fail("optimizer.differentiable", opt["differentiable"], "allowed: false (it only "
+              "serves to differentiate through an update, which samt-run never does)")
+    if "slice_p" in opt:
+        _number(cfg, "optimizer.slice_p", int, 1)
+    if "d_coef" in opt:
+        _number(cfg, "optimizer.d_coef", float, 0.0, strict=True)
+
+
+def _show(value: Any) -> str:
+    """A default as it is written in a config (``false``, ``null``, ``[0.9, 0.999]``)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, tuple):
+        return f"[{', '.join(_show(v) for v in value)}]"
+    return repr(value)
+
+
+def _like(value: Any, default: Any) -> bool:
+    """Whether a config value has the type of a constructor default (numbers: int or float)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int | float):
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and not math.isnan(value) and (math.isfinite(value) or not math.isfinite(default)))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, tuple | list):
+        return isinstance(value, list | tuple) and len(value) == len(default) and all(
+            _like(v, d) for v, d in zip(value, default, strict=True))
+    return True  # None or an object: no type to compare with (the trial step checks it)
+
+
+def _typed_like_defaults(cfg: dict[str, Any], name: str) -> None:
+    """Each extra option must have the type of the optimizer constructor's default for it."""
+    try:
+        params = inspect.signature(optimizer_class(name)).parameters
+    except (ImportError, TypeError, ValueError):  # no class to inspect: checked when built
+        return
+    opt = cfg["optimizer"]
+    for key, value in opt.items():
+        param = params.get(key)
+        if key in RUNNER_KEYS or param is None or param.default is inspect.Parameter.empty:
+            continue
+        default = param.default
+        if value is None and (default is None or "None" in str(param.annotation)
+                              or "Optional" in str(param.annotation)):
+            continue  # null where the constructor takes None
+        if not _like(value, default):
+            kind = ("true or false" if isinstance(default, bool) else
+                    "a number" if isinstance(default, int | float) and not isinstance(
+                        value, int | float) else
+                    "a finite number" if isinstance(default, int | float) else
+                    "a string" if isinstance(default, str) else
+                    f"a list of {len(default)} numbers")
+            _fail(f"optimizer.{key}", value,
+                  f"expected {kind} (optimizer {name}'s default: {_show(default)})")
 
 
 def validate_environment(cfg: dict[str, Any]) -> None:
@@ -268,6 +365,71 @@ def validate_environment(cfg: dict[str, Any]) -> None:
     if cfg["device"]["type"] == "cuda" and not torch.cuda.is_available():
         _fail("device.type", "cuda", "torch sees no CUDA device on this machine; "
               "use device=cpu or device=auto")
+    device = cfg["device"]["type"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    opt = cfg["optimizer"]
+    if opt.get("capturable") and device != "cuda":
+        _fail("optimizer.capturable", opt["capturable"], "needs the parameters on a CUDA "
+              f"device and this run uses {device}; allowed here: false (or null)")
+    if opt.get("name") in BASELINES:
+        _trial_step(cfg, torch.device(device))
+
+
+def _try_step(name: str, options: dict[str, Any], device: Any) -> tuple[str, Exception] | None:
+    """Build baseline ``name`` with ``options`` on a tiny parameter and take two steps (with the
+    schedule-free train/eval switches); ``(stage, error)`` when that fails, else None."""
+    import warnings
+
+    import torch
+
+    param = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6, device=device).view(2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            optimizer = BASELINES[name]([param], **options)
+        except Exception as exc:
+            return "build", exc
+        try:
+            for _ in range(2):
+                if hasattr(optimizer, "train"):
+                    optimizer.train()
+                param.grad = torch.full_like(param, 0.5)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if hasattr(optimizer, "eval"):
+                    optimizer.eval()
+        except Exception as exc:
+            return "step", exc
+    return None
+
+
+def _trial_step(cfg: dict[str, Any], device: Any) -> None:
+    """Options that only fail when used (a type the signature does not tell, a value the
+    constructor lets through): refused before any work, naming the option responsible."""
+    opt = cfg["optimizer"]
+    name = opt["name"]
+    options = {k: v for k, v in opt.items() if k not in RUNNER_KEYS}
+    failure = _try_step(name, options, device)
+    if failure is None:
+        return
+    stage, exc = failure
+    detail = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+    if stage == "build":  # the constructor's own message names the option
+        raise ConfigError(f"optimizer={opt.get('label', name)!r} is invalid: its options were "
+                          f"rejected: {detail}")
+    try:
+        params = inspect.signature(optimizer_class(name)).parameters
+    except (ImportError, TypeError, ValueError):
+        params = {}
+    for key, value in options.items():  # the option without which the steps work
+        if _try_step(name, {k: v for k, v in options.items() if k != key}, device) is None:
+            default = params[key].default if key in params else inspect.Parameter.empty
+            hint = "" if default is inspect.Parameter.empty else f" (default: {_show(default)})"
+            _fail(f"optimizer.{key}", value, f"optimizer {name} fails on a test step with it "
+                  f"({detail}); allowed: a value of the type and range {name} expects{hint}")
+    raise ConfigError(f"optimizer={opt.get('label', name)!r} is invalid: its options "
+                      f"{options} fail on a test step ({detail})")
 
 
 def validate_against_data(cfg: dict[str, Any], train_size: int) -> None:

@@ -150,7 +150,7 @@ CASES = [
     Case("hidden-zero-width", ["model.hidden=[0,10]"], ["model.hidden=[0, 10]"]),
     Case("activation", ["model.activation=swish"], ["model.activation='swish'", "relu"]),
     Case("cnn-channels-empty", ["model=cnn", "model.channels=[]"], ["model.channels=[]"]),
-    Case("model-unknown-key", ["+model.dropout=0.5"], ["model.dropout=0.5", "unknown key"]),
+    Case("model-unknown-key", ["+model.dropuot=0.5"], ["model.dropuot=0.5", "unknown key"]),
     Case("cnn-on-tabular", ["dataset=uci_concrete", "model=cnn", "batch_size=8"],
          ["model=cnn", "image inputs"], prepare=_uci),
     # --- device and data ---------------------------------------------------------------------

@@ -54,7 +54,8 @@ def test_defaults_are_the_paper_headline_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("SAMT_DATA_ROOT", str(tmp_path))
     cfg = _compose([])
     assert cfg["dataset"]["name"] == "mnist"
-    assert cfg["model"] == {"name": "mlp", "hidden": [400], "activation": "relu"}
+    assert cfg["model"] == {"name": "mlp", "hidden": [400], "activation": "relu",
+                            "dropout": 0.0, "input_dropout": 0.0, "norm": "none"}
     assert cfg["data"]["root"] == str(tmp_path)
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from samt.train import run_training
-
-from conftest import CONF_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 

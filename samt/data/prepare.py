@@ -112,6 +112,19 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def current_umask() -> int:
+    """The process umask, read from /proc where possible (setting it briefly otherwise)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _install_file(src: Path, dst: Path, md5: str | None, gunzip: bool) -> None:
     """Copy (optionally gunzip) ``src`` to a temp file beside ``dst``, verify, then rename."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +138,7 @@ def _install_file(src: Path, dst: Path, md5: str | None, gunzip: bool) -> None:
                 fout.write(chunk)
         if md5 is not None and digest.hexdigest() != md5:
             raise CorruptDataError(f"{src}: md5 {digest.hexdigest()}, expected {md5}")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600: a plain file's mode
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ UCI_FOLDERS = {
     "uci_yacht": "yacht",
 }
 UCI_BASE_FILES = ("data.txt", "index_features.txt", "index_target.txt", "n_splits.txt")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def uci_folder(name: str) -> str:
@@ -32,9 +33,29 @@ def uci_folder(name: str) -> str:
 
 def read_table(path: Path) -> np.ndarray:
     """Parse whitespace-separated numbers, skipping blank lines; (rows, cols) float64."""
+    return read_rows(path)[0]
+
+
+def read_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``read_table`` plus the 1-based line number of each row (for messages).
+
+    Every value must be UTF-8 text of a finite number within float32 range (the tensors are
+    float32); anything else is a ``CorruptDataError`` naming the file, line and column.
+    """
     rows: list[list[float]] = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, start=1):
+    lines: list[int] = []
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorruptDataError(
+                    f"{path}, line {lineno}, byte offset {offset + exc.start}: byte "
+                    f"0x{raw[exc.start]:02x} is not UTF-8 text; expected whitespace-separated "
+                    "numbers"
+                ) from None
+            offset += len(raw)
             tokens = line.split()
             if not tokens:
                 continue
@@ -45,16 +66,22 @@ def read_table(path: Path) -> np.ndarray:
                 raise CorruptDataError(
                     f"{path}, line {lineno}: non-numeric value {bad!r}"
                 ) from None
-            if not all(math.isfinite(v) for v in values):
-                raise CorruptDataError(f"{path}, line {lineno}: non-finite value")
+            for column, value in enumerate(values):
+                if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                    raise CorruptDataError(
+                        f"{path}, line {lineno}, column index {column}: value "
+                        f"{tokens[column]!r} is not allowed; every value must be a finite "
+                        f"number within float32 range (|x| <= {FLOAT32_MAX:.1e})"
+                    )
             if rows and len(values) != len(rows[0]):
                 raise CorruptDataError(
                     f"{path}, line {lineno}: {len(values)} columns, expected {len(rows[0])}"
                 )
             rows.append(values)
+            lines.append(lineno)
     if not rows:
         raise CorruptDataError(f"{path}: no numeric rows")
-    return np.array(rows, dtype=np.float64)
+    return np.array(rows, dtype=np.float64), np.array(lines, dtype=np.int64)
 
 
 def read_indices(path: Path, upper: int) -> np.ndarray:
@@ -77,11 +104,39 @@ def read_num_splits(path: Path) -> int:
 
 
 def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standardize columns with train mean/std (constant columns get std 1); returns std too."""
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std = np.where(np.ptp(train, axis=0) == 0, 1.0, std)
-    return (train - mean) / std, (test - mean) / std, std
+    """Standardize columns with train mean/std (constant columns get std 1); returns std too.
+
+    Non-finite results (a column whose std underflows) are left for ``check_standardized``.
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        mean = train.mean(axis=0)
+        std = train.std(axis=0)
+        std = np.where(np.ptp(train, axis=0) == 0, 1.0, std)
+        return (train - mean) / std, (test - mean) / std, std
+
+
+def check_standardized(
+    values: np.ndarray, raw: np.ndarray, std: np.ndarray,
+    where: tuple[np.ndarray, np.ndarray, np.ndarray],
+    path: Path,
+) -> None:
+    """Raise ``CorruptDataError`` at the first standardized value beyond float32 range.
+
+    ``values`` are ``raw`` standardized with the train ``std`` per column; ``where`` is
+    (table rows, table columns, line number of each table row) to name the cell in ``path``.
+    """
+    rows, columns, lines = where
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)
+    if not bad.any():
+        return
+    i, j = (int(k) for k in np.argwhere(bad)[0])
+    raise CorruptDataError(
+        f"{path}, line {int(lines[rows[i]])}, column index {int(columns[j])}: value "
+        f"{raw[i, j]:.6g} standardizes to {values[i, j]:.3g} (train std of the column "
+        f"{std[j]:.3g}), beyond float32 range (|x| <= {FLOAT32_MAX:.1e}); allowed: columns "
+        "whose train values are constant or spread enough for every standardized value to fit"
+    )
 
 
 def load_uci_dataset(folder: Path, split: int, *, name: str) -> DatasetSplits:
@@ -94,7 +149,7 @@ def load_uci_dataset(folder: Path, split: int, *, name: str) -> DatasetSplits:
         )
     train_file, test_file = f"index_train_{split}.txt", f"index_test_{split}.txt"
     require_files(folder, (*UCI_BASE_FILES, train_file, test_file))
-    table = read_table(folder / "data.txt")
+    table, lines = read_rows(folder / "data.txt")
     rows, cols = table.shape
     features = read_indices(folder / "index_features.txt", cols)
     target = read_indices(folder / "index_target.txt", cols)
@@ -102,8 +157,14 @@ def load_uci_dataset(folder: Path, split: int, *, name: str) -> DatasetSplits:
         raise CorruptDataError(f"{folder / 'index_target.txt'}: expected one target column")
     train = read_indices(folder / train_file, rows)
     test = read_indices(folder / test_file, rows)
-    x_train, x_test, _ = standardize(table[train][:, features], table[test][:, features])
+    x_train, x_test, x_std = standardize(table[train][:, features], table[test][:, features])
     y_train, y_test, y_std = standardize(table[train][:, target], table[test][:, target])
+    for values, picked, columns, std in ((x_train, train, features, x_std),
+                                         (x_test, test, features, x_std),
+                                         (y_train, train, target, y_std),
+                                         (y_test, test, target, y_std)):
+        check_standardized(values, table[picked][:, columns], std, (picked, columns, lines),
+                           folder / "data.txt")
     return DatasetSplits(
         name=name,
         task="regression",

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from samt.data.cifar import read_cifar_batches
+from samt.data.errors import CorruptDataError
 from samt.data.idx import read_idx_pair
 from samt.data.splits import DatasetSplits, require_single_split
 
@@ -38,6 +39,11 @@ def normalize_images(
     return x.sub_(mean_t).div_(std_t)
 
 
+def _hw(images: np.ndarray) -> str:
+    """``28x28`` for an (N, H, W) image array."""
+    return "x".join(str(d) for d in images.shape[1:])
+
+
 def load_idx_dataset(
     folder: Path, split: int, *, name: str, mean: float, std: float
 ) -> DatasetSplits:
@@ -45,6 +51,12 @@ def load_idx_dataset(
     require_single_split(name, split)
     train_images, train_labels = read_idx_pair(folder / IDX_FILES[0], folder / IDX_FILES[1], 10)
     test_images, test_labels = read_idx_pair(folder / IDX_FILES[2], folder / IDX_FILES[3], 10)
+    if test_images.shape[1:] != train_images.shape[1:]:
+        raise CorruptDataError(
+            f"{folder / IDX_FILES[2]} holds {_hw(test_images)} images but "
+            f"{folder / IDX_FILES[0]} holds {_hw(train_images)} images; train and test images "
+            "must have the same shape"
+        )
     return DatasetSplits(
         name=name,
         task="classification",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import torch
@@ -32,6 +33,19 @@ BASELINES: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "schedulefree_adamw": _schedulefree_adamw,
     "prodigy": _prodigy,
 }
+
+
+# Baselines built by a factory around another package's class: (module, class name).
+PACKAGED_CLASSES = {"schedulefree_adamw": ("schedulefree", "AdamWScheduleFree"),
+                    "prodigy": ("prodigyopt", "Prodigy")}
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The optimizer class that ``BASELINES[name]`` builds (its signature lists the options)."""
+    if name in PACKAGED_CLASSES:
+        module, attr = PACKAGED_CLASSES[name]
+        return getattr(importlib.import_module(module), attr)
+    return BASELINES[name]  # type: ignore[return-value]
 
 
 class TorchOptimizerStep:

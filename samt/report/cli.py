@@ -89,13 +89,18 @@ def write_index(tables: list[Table], plots: list[Path], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``samt-report``; returns the exit code (2: bad arguments or no runs)."""
+    """Entry point of ``samt-report``; returns the exit code (2: bad arguments, ``--out`` not a
+    folder, or no runs)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         targets = parse_targets(args.target)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if args.out.exists() and not args.out.is_dir():
+        print(f"samt-report: error: --out {args.out} is a file; pass a folder (created if "
+              "needed)", file=sys.stderr)
+        return 2
     try:
         runs, problems = load_runs(args.paths)
     except NoRunsError as exc:
@@ -118,7 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = build_tables(agg, ttt, rows, columns)
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"samt-report: error: --out {out} cannot be created as a folder: {exc}",
+              file=sys.stderr)
+        return 2
     written = write_tables(tables, out, args.formats)
     if "csv" in args.formats:
         for name, frame in (("aggregates", agg), ("all_runs", run_table(runs))):

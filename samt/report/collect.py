@@ -12,6 +12,11 @@ import pandas as pd
 import yaml
 
 FAILED_STATUSES = ("failed", "diverged", "interrupted")
+REQUIRED_CONFIG_KEYS = ("dataset.name", "model.name", "optimizer.name")
+# summary.json fields the report reads, with the JSON types each may have (null always may).
+NUMBER_FIELDS = ("epochs_completed", "best_test_metric", "wall_time_s", "param_updates")
+TEXT_FIELDS = ("status", "metric")
+FINAL_FIELDS = ("train_loss", "train_metric", "test_loss", "test_metric")
 
 
 @dataclass
@@ -82,12 +87,23 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_config(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """``config.yaml`` (or Hydra's copy); else the little that ``summary.json`` records."""
+    """``config.yaml`` (or Hydra's copy); else the little that ``summary.json`` records.
+
+    Raises ``ValueError`` when the file is empty, not a mapping or names no dataset, model
+    and optimizer.
+    """
     for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
         if candidate.is_file():
             with open(candidate, encoding="utf-8") as fh:
-                tree = yaml.safe_load(fh) or {}
-            return flatten(tree)
+                tree = yaml.safe_load(fh)
+            if not isinstance(tree, dict):
+                what = "empty" if tree is None else f"a {type(tree).__name__}, not a mapping"
+                raise ValueError(f"{candidate}: {what}")
+            flat = flatten(tree)
+            for key in REQUIRED_CONFIG_KEYS:
+                if not isinstance(flat.get(key), str):
+                    raise ValueError(f"{candidate}: {key} is {flat.get(key)!r}, expected a name")
+            return flat
     return {"dataset.name": summary.get("dataset"), "model.name": summary.get("model"),
             "optimizer.name": summary.get("optimizer"), "optimizer.label": summary.get("label"),
             "seed": summary.get("seed"), "epochs": summary.get("epochs")}
@@ -97,16 +113,48 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     file = path / "metrics.csv"
     if not file.is_file() or file.stat().st_size == 0:
         return pd.DataFrame()
-    return pd.read_csv(file)
+    frame = pd.read_csv(file)
+    if not frame.empty and ("epoch" not in frame.columns
+                            or pd.to_numeric(frame["epoch"], errors="coerce").isna().any()):
+        raise ValueError(f"{file}: no numeric epoch column")
+    return frame
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def check_summary(file: Path, summary: Any) -> None:
+    """Raise ``ValueError`` naming ``file`` and the field when ``summary`` is not the
+    documented JSON object (wrong types of the fields the report reads)."""
+    if not isinstance(summary, dict):
+        what = "null" if summary is None else f"a JSON {type(summary).__name__}"
+        raise ValueError(f"{file}: {what}, expected an object")
+    final = summary.get("final")
+    problems = [f"{key}={summary[key]!r} (expected a number)" for key in NUMBER_FIELDS
+                if not _is_number(summary.get(key))]
+    problems += [f"{key}={summary[key]!r} (expected text)" for key in TEXT_FIELDS
+                 if not isinstance(summary.get(key), str | None)]
+    if not isinstance(summary.get("higher_is_better"), bool | None):
+        problems.append(f"higher_is_better={summary['higher_is_better']!r} (expected a boolean)")
+    if not isinstance(final, dict | None):
+        problems.append(f"final={final!r} (expected an object)")
+    elif final is not None:
+        problems += [f"final.{key}={final[key]!r} (expected a number)" for key in FINAL_FIELDS
+                     if not _is_number(final.get(key))]
+    if problems:
+        raise ValueError(f"{file}: {'; '.join(problems)}")
 
 
 def load_run(path: Path) -> Run:
-    """Load one run folder; raises ``ValueError`` when ``summary.json`` is unreadable."""
+    """Load one run folder; raises ``ValueError`` naming the file when ``summary.json``,
+    ``config.yaml`` or ``metrics.csv`` is unreadable or malformed."""
     try:
         with open(path / "summary.json", encoding="utf-8") as fh:
             summary = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ValueError(f"{path / 'summary.json'}: {exc}") from exc
+    check_summary(path / "summary.json", summary)
     config = _read_config(path, summary)
     config.setdefault("optimizer.label", config.get("optimizer.name"))
     return Run(path=path, config=config, summary=summary, metrics=_read_metrics(path))
@@ -118,6 +166,7 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[Run], list[str]]:
     for folder in find_run_dirs(paths):
         try:
             runs.append(load_run(folder))
-        except (ValueError, yaml.YAMLError, pd.errors.ParserError) as exc:
-            problems.append(str(exc))
+        except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as exc:
+            message = " ".join(str(exc).split())  # one line per folder, naming it
+            problems.append(message if str(folder) in message else f"{folder}: {message}")
     return runs, problems

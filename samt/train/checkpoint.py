@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 
+from samt.run_folder import FolderLock, RunFolderError
 from samt.train.records import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -32,10 +32,14 @@ RESULT_FILES = ("metrics.csv", "summary.json", CHECKPOINT, "learning_curves.png"
 IGNORED_KEYS = ("progress", "resume", "data.root", "data.download", "device.threads",
                 "eval_batch_size", "tuning")
 FINAL_STATUSES = ("completed", "diverged")
+# What a checkpoint must hold (besides ``format``), with the type of each value.
+CHECKPOINT_KEYS: dict[str, type] = {"epoch": int, "config": dict, "device": str, "model": dict,
+                                    "optimizer": dict, "rng": dict, "rows": list,
+                                    "counters": dict}
 
-
-class RunFolderError(Exception):
-    """The run folder cannot be used as asked (other config, nothing to resume, locked)."""
+__all__ = ["CHECKPOINT", "FORMAT", "SAMT_META", "CheckpointError", "FolderLock", "Plan",
+           "RunFolderError", "check_complete", "clear_results", "holds_results",
+           "load_checkpoint", "plan_run", "save_checkpoint"]
 
 
 class CheckpointError(Exception):
@@ -65,6 +69,20 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a samt checkpoint of format {FORMAT} "
                               f"(found {found!r}); delete it or pass resume=false")
     return state
+
+
+def check_complete(path: Path, state: dict) -> None:
+    """Raise ``CheckpointError`` naming ``path`` and the keys a resumption needs that ``state``
+    lacks (or holds with the wrong type); the file is left as it is."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    wrong = [f"{key} ({type(state[key]).__name__}, expected {kind.__name__})"
+             for key, kind in CHECKPOINT_KEYS.items()
+             if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool))]
+    if missing or wrong:
+        what = "; ".join(([f"missing keys: {', '.join(missing)}"] if missing else [])
+                         + ([f"malformed: {', '.join(wrong)}"] if wrong else []))
+        raise CheckpointError(f"{path} is not a complete samt checkpoint ({what}); pass "
+                              "resume=false to start this run over (it replaces the file)")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -137,6 +155,8 @@ def plan_run(run_dir: Path, cfg: dict, device: str) -> Plan:
     ckpt_path = run_dir / CHECKPOINT
     summary = _read_summary(run_dir)
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
+    if checkpoint is not None:
+        check_complete(ckpt_path, checkpoint)
     # A summary alone (a run that failed or stopped before its first epoch ended) holds nothing
     # to protect or resume.
     has_results = checkpoint is not None or (run_dir / "metrics.csv").is_file() or (
@@ -172,42 +192,14 @@ def plan_run(run_dir: Path, cfg: dict, device: str) -> Plan:
     return Plan("fresh")
 
 
+def holds_results(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run's results: rows, a checkpoint or a final summary."""
+    summary = _read_summary(run_dir)
+    return ((run_dir / CHECKPOINT).is_file() or (run_dir / "metrics.csv").is_file()
+            or (isinstance(summary, dict) and summary.get("status") in FINAL_STATUSES))
+
+
 def clear_results(run_dir: Path) -> None:
     """Remove a previous run's result files (a fresh start in an existing folder)."""
     for name in (*RESULT_FILES, f".{CHECKPOINT}.tmp", f".{SAMT_META}.tmp"):
         (run_dir / name).unlink(missing_ok=True)
-
-
-class FolderLock:
-    """An exclusive ``flock`` on ``<run_dir>/.samt.lock``: one process writes a folder at a time.
-
-    The kernel drops the lock when the process dies (SIGKILL included), so no stale lock can
-    block a rerun.
-    """
-
-    NAME = ".samt.lock"
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / self.NAME
-        self.fd: int | None = None
-
-    def __enter__(self) -> FolderLock:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no locking
-            return self
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            self.fd = None
-            raise RunFolderError(f"another samt-run process is writing into {self.path.parent}; "
-                                 "wait for it or use another hydra.run.dir") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self.fd)
-            self.fd = None

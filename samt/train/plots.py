@@ -1,13 +1,30 @@
-"""Per-run plots: learning curves and, for SAMT, step size and gate per block."""
+"""Per-run plots: learning curves and, for SAMT, step size and gate per block.
+
+Each PNG is written atomically (rendered in memory, then ``write_atomic``): a killed run never
+leaves a half-written plot.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from samt.train.records import write_atomic  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Render ``fig`` as PNG into memory, write it to ``path`` atomically, close it."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    write_atomic(Path(path), buf.getvalue())
 
 
 def plot_learning_curves(rows: list[dict], metric_name: str, path: Path, title: str) -> None:
@@ -24,8 +41,7 @@ def plot_learning_curves(rows: list[dict], metric_name: str, path: Path, title: 
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_samt_steps(rows: list[dict], num_blocks: int, path: Path, title: str) -> None:
@@ -47,5 +63,4 @@ def plot_samt_steps(rows: list[dict], num_blocks: int, path: Path, title: str) -
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

@@ -8,6 +8,7 @@ b{k}_grad_norm, b{k}_meta_loss, b{k}_skipped, b{k}_clamped.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -36,15 +37,26 @@ def fsync_dir(folder: Path) -> None:
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename.
 
-    A crash at any point leaves either the old file or the new one, never a mix.
+    A crash at any point leaves either the old file or the new one, never a mix; a failed
+    write (a full disk) removes its temporary file and raises.
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    try:
+        _write_file(tmp, data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it."""
+    with open(path, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -57,6 +69,21 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, buf.getvalue())
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a ``metrics.csv`` as numbers: integers where the cell is one, floats
+    otherwise, NaN for an empty cell (e.g. ``b{k}_meta_loss`` with no meta-update)."""
+    def number(text: str) -> float | int:
+        if text == "":
+            return math.nan
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def _finite_or_none(value):

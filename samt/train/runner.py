@@ -32,13 +32,14 @@ from samt.train.checkpoint import (
     Plan,
     RunFolderError,
     clear_results,
+    holds_results,
     load_checkpoint,
     plan_run,
     save_checkpoint,
 )
 from samt.train.evaluate import evaluate, loss_function
 from samt.train.plots import plot_learning_curves, plot_samt_steps
-from samt.train.records import write_json, write_metrics
+from samt.train.records import read_metrics, write_json, write_metrics
 from samt.train.seeding import (
     resolve_device,
     rng_state,
@@ -262,12 +263,13 @@ class Run:
             plan = plan_run(self.run_dir, self.cfg, device.type)
             if plan.kind == "done":
                 self.outcome, self.summary = "done", plan.summary or self.summary
+                self._replot_if_missing()
                 return self.summary
-            if plan.kind == "fresh":
-                clear_results(self.run_dir)
             return self._train(plan)
 
     def _train(self, plan: Plan) -> dict:
+        """Set up, then (only then: a refused or failed setup leaves the folder as it was)
+        clear a previous run's results for a fresh start, and train."""
         self.outcome = "fresh" if plan.kind == "fresh" else "resumed"
         try:
             self.fresh = plan.checkpoint is None
@@ -277,11 +279,12 @@ class Run:
         except USER_ERRORS:
             raise
         except BaseException as exc:  # a crash (or Ctrl-C) while setting up
-            if plan.kind == "fresh":
+            if plan.kind == "fresh" and not holds_results(self.run_dir):
                 self._record_stop(exc)
                 self._write_summary()
             raise
         if plan.kind == "fresh":
+            clear_results(self.run_dir)
             OmegaConf.save(OmegaConf.create(self.cfg), self.run_dir / "config.yaml")
         try:
             self.write()
@@ -291,9 +294,14 @@ class Run:
             self.summary.update(status=STATUS_DIVERGED, error=str(exc))
         except BaseException as exc:
             self._record_stop(exc)
+            try:
+                self.write(final=True)
+            except Exception as write_exc:  # e.g. the disk is still full: keep the real error
+                print(f"samt-run: warning: the failure could not be recorded in "
+                      f"{self.run_dir}: {type(write_exc).__name__}: {write_exc}",
+                      file=sys.stderr)
             raise
-        finally:
-            self.write(final=True)
+        self.write(final=True)
         return self.summary
 
     def _record_stop(self, exc: BaseException) -> None:
@@ -313,8 +321,16 @@ class Run:
                   unit="it", dynamic_ncols=True) as bar:
             for epoch in range(self.start_epoch, epochs + 1):
                 seconds, iterations = self.train_epoch(bar)
+                counters = self.wall_time, self.iterations
                 self.rows.append(self.epoch_row(epoch, seconds, iterations))
-                self.save_checkpoint(epoch)
+                try:
+                    self.save_checkpoint(epoch)
+                except BaseException:
+                    # No checkpoint for this epoch (e.g. the disk is full): its row must not
+                    # reach metrics.csv or summary.json either, so that the three agree.
+                    self.rows.pop()
+                    self.wall_time, self.iterations = counters
+                    raise
                 self.write()
                 last = self.rows[-1]
                 bar.set_postfix(epoch=epoch, test=f"{last['test_metric']:.3f}",
@@ -324,7 +340,10 @@ class Run:
 
     def write(self, final: bool = False) -> None:
         """metrics.csv and summary.json (atomically); with ``final`` also the plots, and for a
-        finished SAMT run its trained meta-parameters (``samt_meta.pt``, for ``meta_init``)."""
+        finished SAMT run its trained meta-parameters (``samt_meta.pt``, for ``meta_init``).
+
+        summary.json comes last: once it says ``completed``, every other file is in place.
+        """
         if final and self.summary["status"] in (STATUS_COMPLETED, STATUS_DIVERGED):
             self._save_meta()
         write_metrics(self.run_dir / "metrics.csv", self.rows)
@@ -341,13 +360,13 @@ class Run:
                 best_test_metric=best["test_metric"], best_epoch=best["epoch"],
                 wall_time_s=last["wall_time_s"], iterations=last["iterations"],
                 param_updates=last["param_updates"])
-        self._write_summary()
         if final and self.rows:
             try:
                 self.plot()
             except Exception as exc:  # a plot must never change a run's status
                 print(f"samt-run: warning: plots not written: {type(exc).__name__}: {exc}",
                       file=sys.stderr)
+        self._write_summary()
 
     def _save_meta(self) -> None:
         optimizer = getattr(self, "optimizer", None)
@@ -362,14 +381,35 @@ class Run:
     def _write_summary(self) -> None:
         write_json(self.run_dir / "summary.json", self.summary)
 
-    def plot(self) -> None:
+    def plot(self, rows: list[dict] | None = None, num_blocks: int | None = None) -> None:
+        """learning_curves.png and, for SAMT (``num_blocks`` blocks), samt_steps.png."""
+        rows = self.rows if rows is None else rows
+        if num_blocks is None and isinstance(getattr(self, "optimizer", None), SAMT):
+            num_blocks = len(self.optimizer.blocks)
         title = (f"{self.summary['label']} on {self.summary['dataset']} / "
                  f"{self.summary['model']}, seed {self.summary['seed']}")
-        plot_learning_curves(self.rows, self.summary["metric"],
+        plot_learning_curves(rows, self.summary.get("metric") or "test metric",
                              self.run_dir / "learning_curves.png", title)
-        if isinstance(getattr(self, "optimizer", None), SAMT):
-            plot_samt_steps(self.rows, len(self.optimizer.blocks),
-                            self.run_dir / "samt_steps.png", title)
+        if num_blocks:
+            plot_samt_steps(rows, num_blocks, self.run_dir / "samt_steps.png", title)
+
+    def _replot_if_missing(self) -> None:
+        """A finished run whose plots are missing (killed while they were written) gets them
+        again from metrics.csv; any failure is a warning."""
+        metrics = self.run_dir / "metrics.csv"
+        if not metrics.is_file():
+            return
+        try:
+            rows = read_metrics(metrics)
+            num_blocks = sum(1 for key in (rows[0] if rows else {})
+                             if key.startswith("b") and key.endswith("_eta_mean"))
+            wanted = ["learning_curves.png"] + (["samt_steps.png"] if num_blocks else [])
+            if rows and not all((self.run_dir / name).is_file() for name in wanted):
+                self.plot(rows, num_blocks)
+                self.log(f"{self.run_dir}: plots were missing; written again from metrics.csv")
+        except Exception as exc:
+            print(f"samt-run: warning: plots not written: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
 
 
 def run_training(cfg: dict[str, Any], run_dir: Path) -> dict:
