@@ -60,10 +60,10 @@ ablation-groups:  ## SAMT-E blocks of 1, 2 or all layers on a 4-hidden-layer MLP
 
 report:  ## re-aggregate every reproduced table from its runs/ folder into results/
 	for d in runs/*/final; do n=$$(basename $$(dirname $$d)); \
-	  $(BIN)/samt-report $$d --out results/$$n; done
+	  $(BIN)/samt-report $$d --out results/$$n --columns per-row; done
 
-bench:  ## per-iteration cost of SAMT vs Adam/SGD (ratios, CSV, depth plot)
-	$(BIN)/python scripts/bench.py --out bench
+bench:  ## per-iteration cost of SAMT vs Adam/SGD (ratios vs targets, CSV, depth plot with "before")
+	$(BIN)/python scripts/bench.py --out bench --before results/bench/before/bench.csv
 
 bench-runner:  ## runner epoch vs a bare loop (Adam, MNIST MLP-400)
 	$(BIN)/python scripts/bench_runner.py

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -36,16 +36,12 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from samt.data import DATASETS, DataError, prepare_dataset
-from samt.run_folder import FolderState, prepare_folder
-from samt.train.records import write_json
-from samt.train.runner import (
+from samt.run_folder import (
     STATUS_DIVERGED,
     STATUS_FAILED,
-    USER_ERRORS,
-    Interrupted,
-    Run,
-    base_summary,
+    FolderState,
+    RunFolderError,
+    prepare_folder,
 )
 from samt.validation import (
     ConfigError,
@@ -53,6 +49,21 @@ from samt.validation import (
     validate_config,
     validate_environment,
 )
+
+if TYPE_CHECKING:
+    from samt.train.runner import Run
+
+# torch, torchvision and the runner are imported where a run starts, not here: `samt-run
+# --help` and a rejected config answer without them (docs/performance.md, start-up time).
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a user error (exit 2, one line) rather than a crash."""
+    if isinstance(exc, (ConfigError, RunFolderError)):
+        return True
+    from samt.train.runner import USER_ERRORS
+
+    return isinstance(exc, USER_ERRORS)
 
 
 def find_conf_dir() -> Path:
@@ -134,6 +145,8 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
+    from samt.train.runner import Interrupted
+
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(signal.Signals(signum).name)
 
@@ -161,6 +174,8 @@ def run_job(cfg: DictConfig | dict, run_dir: Path, *, multirun: bool = False,
     ``resume_hint`` is the override that points a rerun at this folder (default
     ``hydra.run.dir=<run_dir>``).
     """
+    from samt.train.runner import USER_ERRORS, Interrupted, Run, base_summary
+
     run_dir = Path(run_dir)
     started = time.monotonic()
     state = None
@@ -305,6 +320,9 @@ def _sweep_job_failed(run_dir: Path, cfg: DictConfig | dict, plain: dict | None,
             sweep_dir is None or _inside(run_dir, sweep_dir)):
         if plain is None and isinstance(cfg, DictConfig):  # best effort: unresolved values
             plain = OmegaConf.to_container(cfg, resolve=False)
+        from samt.train.records import write_json
+        from samt.train.runner import base_summary
+
         summary = base_summary(plain or {})
         summary.update(status=STATUS_FAILED, error=error)
         write_json(run_dir / "summary.json", summary)
@@ -432,7 +450,9 @@ class RunCallbacks(Callback):
             subdir = config.hydra.output_subdir
             state = FolderState.capture(run_dir, restore=[str(subdir)] if subdir else [])
             state.created = prepare_folder("hydra.run.dir", run_dir)
-        except USER_ERRORS as exc:
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise
             _fail_early(exc)
         state.added = (f"{config.hydra.job.name}.log",)
         _FOLDER_STATES[run_dir] = state
@@ -447,7 +467,9 @@ class RunCallbacks(Callback):
             except Exception:  # an unresolvable folder name: Hydra reports it
                 return
             prepare_folder("hydra.sweep.dir", sweep_dir)
-        except USER_ERRORS as exc:
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise
             _fail_early(exc)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -475,6 +497,8 @@ def run_main() -> None:
 
 def data_main(argv: list[str] | None = None) -> None:
     """``samt-data NAME... [--root DIR]``: put datasets where the runner looks for them."""
+    from samt.data import DATASETS, DataError, prepare_dataset
+
     parser = argparse.ArgumentParser(prog="samt-data", description=data_main.__doc__)
     parser.add_argument("names", nargs="+", choices=sorted(DATASETS), metavar="NAME",
                         help=f"datasets to prepare: {', '.join(sorted(DATASETS))}")

@@ -3,13 +3,18 @@
 Every model here is an ``nn.Sequential`` of Linear/Conv2d layers followed by parameter-free
 modules (activations, pooling, flatten) and optional normalization layers. That is the structure
 ``samt.optim.SAMT`` needs (see ``samt.optim.blocks``).
+
+torch is imported when a model is built, not with this module: the CLI checks ``model.*`` keys
+against these functions' signatures and choices before any heavy import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ModelConfigError(ValueError):
@@ -24,6 +29,8 @@ def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
     ``norm: batch`` puts a BatchNorm1d between each hidden Linear and its activation;
     ``dropout`` drops hidden activations, ``input_dropout`` the inputs (probabilities in [0, 1)).
     """
+    from torch import nn
+
     if len(hidden) == 0:
         raise ModelConfigError("model.hidden must list at least one hidden width, e.g. [400]")
     act = _activation(activation)
@@ -48,6 +55,8 @@ def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = 
     pixels per side works. ``norm: batch`` adds BatchNorm after every conv and the hidden Linear
     (before the activation); ``dropout`` drops the hidden Linear's activations.
     """
+    from torch import nn
+
     if len(input_shape) != 3:
         raise ModelConfigError(
             f"model=cnn needs image inputs (C, H, W); this dataset gives input shape "
@@ -77,6 +86,8 @@ def _norm(kind: str, dims: int, features: int) -> list[nn.Module]:
         raise ModelConfigError(f"model.norm={kind!r} is invalid: allowed: {', '.join(NORMS)}")
     if kind == "none":
         return []
+    from torch import nn
+
     return [nn.BatchNorm1d(features) if dims == 1 else nn.BatchNorm2d(features)]
 
 
@@ -84,18 +95,22 @@ def _dropout(p: float, key: str) -> list[nn.Module]:
     """No layer for ``p == 0``, else ``nn.Dropout(p)``; ``p`` must lie in [0, 1)."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
         raise ModelConfigError(f"model.{key}={p!r} is invalid: a probability in [0, 1)")
+    from torch import nn
+
     return [nn.Dropout(float(p))] if p > 0 else []
 
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+# model.activation -> the torch.nn module class it names
+ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU"}
 
 
 def _activation(name: str) -> type[nn.Module]:
-    try:
-        return _ACTIVATIONS[name]
-    except KeyError:
+    if name not in ACTIVATIONS:
         raise ModelConfigError(
-            f"unknown activation {name!r}; allowed: {sorted(_ACTIVATIONS)}") from None
+            f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")
+    from torch import nn
+
+    return getattr(nn, ACTIVATIONS[name])
 
 
 MODELS = {"mlp": mlp, "cnn": cnn, "regression_mlp": mlp}

@@ -16,6 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# summary.json's ``status`` (docs/outputs.md)
+STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
+STATUS_DIVERGED, STATUS_INTERRUPTED = "diverged", "interrupted"
+
 
 class RunFolderError(Exception):
     """The run folder cannot be used as asked (other config, nothing to resume, locked,

@@ -1,7 +1,9 @@
 """Check a resolved run config before any work starts: one place, one clear message per problem.
 
 ``validate_config`` checks types, ranges, choices and unknown keys (static, no I/O except
-``data.root``); ``validate_environment`` checks what depends on the machine (CUDA);
+``data.root``; torch is imported only for the last checks, against the registries and the
+constructors' signatures, so most bad values are reported at once); ``validate_environment``
+checks what depends on the machine (CUDA);
 ``validate_against_data`` checks what needs the loaded dataset (batch size). Every failure is a
 ``ConfigError`` whose message names the key, the value given and what is allowed.
 """
@@ -15,14 +17,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from samt.data import DATASETS
-from samt.models import _ACTIVATIONS, MODELS, NORMS
-from samt.optim import OPTIMIZERS, SAMT
-from samt.optim.baselines import BASELINES, optimizer_class
-from samt.optim.components import (
+from samt.models import ACTIVATIONS, MODELS, NORMS
+from samt.optim.choices import (
     COMBINES,
     FEATURE_NAMES,
     META_MODES,
+    META_OPTIMIZERS,
     ORDERS,
     PROJECTIONS,
     STEP_TYPES,
@@ -161,11 +161,43 @@ def validate_config(cfg: dict[str, Any]) -> None:
     _validate_device(cfg)
     _validate_data(cfg)
     _validate_optimizer(cfg)
+    _validate_registered(cfg)
+
+
+def _validate_registered(cfg: dict[str, Any]) -> None:
+    """The checks against the dataset registry and the optimizers' constructors. They import
+    torch, so they come last: every other bad value is reported without that import
+    (``samt-run`` answers in well under a second; docs/performance.md)."""
+    from samt.optim import OPTIMIZERS, SAMT
+
+    opt = cfg["optimizer"]
+    name = opt.get("name")
+    _choice("optimizer.name", name, OPTIMIZERS)
+    if name == "samt":
+        _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(
+            SAMT, ("model", "loss_fn"))), "optimizer samt")
+    else:
+        from samt.optim.baselines import BASELINES
+
+        _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(BASELINES[name], (
+            "params",))), f"optimizer {name}")
+        _typed_like_defaults(cfg, name)
+        if opt.get("differentiable"):
+            _fail("optimizer.differentiable", opt["differentiable"], "allowed: false (it only "
+                  "serves to differentiate through an update, which samt-run never does)")
+        if "slice_p" in opt:
+            _number(cfg, "optimizer.slice_p", int, 1)
+        if "d_coef" in opt:
+            _number(cfg, "optimizer.d_coef", float, 0.0, strict=True)
+    from samt.data import DATASETS  # torchvision too: last
+
+    _choice("dataset.name", cfg["dataset"].get("name"), tuple(DATASETS))
 
 
 def _validate_dataset(cfg: dict[str, Any]) -> None:
     ds = cfg["dataset"]
-    _choice("dataset.name", ds.get("name"), tuple(DATASETS))
+    if not isinstance(ds.get("name"), str) or not ds["name"]:
+        _fail("dataset.name", ds.get("name"), "expected the name of a dataset (conf/dataset/)")
     _known_keys("dataset", ds, ("name", "split"), f"dataset {ds['name']}")
     if "split" in ds:
         _number(cfg, "dataset.split", int, 0)
@@ -178,7 +210,7 @@ def _validate_model(cfg: dict[str, Any]) -> None:
     _known_keys("model", model, _with(("name",), _signature_keys(MODELS[name], (
         "input_shape", "num_outputs"))), f"model {name}")
     if "activation" in model:
-        _choice("model.activation", model["activation"], tuple(_ACTIVATIONS))
+        _choice("model.activation", model["activation"], tuple(ACTIVATIONS))
     if "norm" in model:
         _choice("model.norm", model["norm"], NORMS)
     for key in ("dropout", "input_dropout"):
@@ -203,7 +235,11 @@ def _validate_device(cfg: dict[str, Any]) -> None:
 
 def _validate_data(cfg: dict[str, Any]) -> None:
     data = cfg["data"]
-    _known_keys("data", data, ("root", "download"), "data")
+    _known_keys("data", data, ("root", "download", "val_fraction", "val_seed"), "data")
+    if "val_fraction" in data:
+        _number(cfg, "data.val_fraction", float, 0.0, high=1.0, high_strict=True)
+    if "val_seed" in data:
+        _seed(cfg, "data.val_seed")
     root = data.get("root")
     if not isinstance(root, str) or not root:
         _fail("data.root", root, "expected a folder path (set SAMT_DATA_ROOT or data.root)")
@@ -217,21 +253,20 @@ def _validate_data(cfg: dict[str, Any]) -> None:
 def _validate_optimizer(cfg: dict[str, Any]) -> None:
     opt = cfg["optimizer"]
     name = opt.get("name")
-    _choice("optimizer.name", name, OPTIMIZERS)
+    if not isinstance(name, str) or not name:
+        _fail("optimizer.name", name, "expected the name of an optimizer (conf/optimizer/)")
     _choice("optimizer.schedule", opt.get("schedule", "constant"), SCHEDULES)
     if "label" in opt:
         check_name_part("optimizer.label", opt["label"])
     if name != "samt":
         _validate_baseline(cfg, name)
         return
-    _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(SAMT, ("model", "loss_fn"))),
-                "optimizer samt")
     _choice("optimizer.step_type", opt.get("step_type"), STEP_TYPES)
     _choice("optimizer.projection", opt.get("projection"), PROJECTIONS)
     _choice("optimizer.combine", opt.get("combine"), COMBINES)
     _choice("optimizer.meta_mode", opt.get("meta_mode"), META_MODES)
     _choice("optimizer.order", opt.get("order"), ORDERS)
-    _choice("optimizer.meta_optimizer", opt.get("meta_optimizer"), ("adam", "sgd"))
+    _choice("optimizer.meta_optimizer", opt.get("meta_optimizer"), META_OPTIMIZERS)
     eta_min = _number(cfg, "optimizer.eta_min", float, 0.0)
     eta_max = _number(cfg, "optimizer.eta_max", float, 0.0, strict=True)
     eta0 = _number(cfg, "optimizer.eta0", float, 0.0, strict=True)
@@ -270,8 +305,6 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
 
 def _validate_baseline(cfg: dict[str, Any], name: str) -> None:
     opt = cfg["optimizer"]
-    _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(BASELINES[name], (
-        "params",))), f"optimizer {name}")
     _number(cfg, "optimizer.lr", float, 0.0, strict=True)
     if name in CONSTANT_SCHEDULE_ONLY and opt.get("schedule", "constant") != "constant":
         _fail("optimizer.schedule", opt["schedule"], f"optimizer {name} adapts its own step "
@@ -298,14 +331,6 @@ def _validate_baseline(cfg: dict[str, Any], name: str) -> None:
     if opt.get("nesterov") and (opt.get("momentum", 0) <= 0 or opt.get("dampening", 0) != 0):
         _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0 and dampening 0 "
               f"(got momentum={opt.get('momentum', 0)}, dampening={opt.get('dampening', 0)})")
-    _typed_like_defaults(cfg, name)
-    if opt.get("differentiable"):
-        _fail("optimizer.differentiable", opt["differentiable"], "allowed: false (it only "
-              "serves to differentiate through an update, which samt-run never does)")
-    if "slice_p" in opt:
-        _number(cfg, "optimizer.slice_p", int, 1)
-    if "d_coef" in opt:
-        _number(cfg, "optimizer.d_coef", float, 0.0, strict=True)
 
 
 def _show(value: Any) -> str:
@@ -334,6 +359,8 @@ def _like(value: Any, default: Any) -> bool:
 
 def _typed_like_defaults(cfg: dict[str, Any], name: str) -> None:
     """Each extra option must have the type of the optimizer constructor's default for it."""
+    from samt.optim.baselines import optimizer_class
+
     try:
         params = inspect.signature(optimizer_class(name)).parameters
     except (ImportError, TypeError, ValueError):  # no class to inspect: checked when built
@@ -368,6 +395,8 @@ def validate_environment(cfg: dict[str, Any]) -> None:
     device = cfg["device"]["type"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from samt.optim.baselines import BASELINES
+
     opt = cfg["optimizer"]
     if opt.get("capturable") and device != "cuda":
         _fail("optimizer.capturable", opt["capturable"], "needs the parameters on a CUDA "
@@ -382,6 +411,8 @@ def _try_step(name: str, options: dict[str, Any], device: Any) -> tuple[str, Exc
     import warnings
 
     import torch
+
+    from samt.optim.baselines import BASELINES
 
     param = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6, device=device).view(2, 3))
     with warnings.catch_warnings():
@@ -418,6 +449,8 @@ def _trial_step(cfg: dict[str, Any], device: Any) -> None:
     if stage == "build":  # the constructor's own message names the option
         raise ConfigError(f"optimizer={opt.get('label', name)!r} is invalid: its options were "
                           f"rejected: {detail}")
+    from samt.optim.baselines import optimizer_class
+
     try:
         params = inspect.signature(optimizer_class(name)).parameters
     except (ImportError, TypeError, ValueError):
@@ -433,8 +466,24 @@ def _trial_step(cfg: dict[str, Any], device: Any) -> None:
 
 
 def validate_against_data(cfg: dict[str, Any], train_size: int) -> None:
-    """Checks that need the loaded dataset: the batch size must fit the training set."""
+    """Checks that need the loaded dataset (``train_size`` examples before the validation
+    hold-out): the hold-out must keep at least one validation example and one full batch of
+    training examples, and the batch size must fit the training set."""
+    from samt.holdout import validation_size
+
+    fraction = (cfg.get("data") or {}).get("val_fraction") or 0.0
+    name = cfg["dataset"]["name"]
+    n_val = validation_size(train_size, fraction)
+    if fraction > 0 and n_val < 1:
+        _fail("data.val_fraction", fraction, f"holds out round({train_size} x {fraction:g}) = 0 "
+              f"of the {train_size} training examples of dataset {name}; allowed: 0 (no "
+              f"validation split) or at least {0.5 / train_size:.3g}")
     if cfg["batch_size"] > train_size:
         _fail("batch_size", cfg["batch_size"],
               f"must be <= {train_size}, the size of the training set of dataset "
-              f"{cfg['dataset']['name']}")
+              f"{name}")
+    if fraction > 0 and cfg["batch_size"] > train_size - n_val:
+        _fail("data.val_fraction", fraction, f"leaves {train_size - n_val} of the {train_size} "
+              f"training examples of dataset {name} for training, fewer than one batch "
+              f"(batch_size={cfg['batch_size']}); allowed: a fraction that leaves at least "
+              f"batch_size examples, or a smaller batch_size")

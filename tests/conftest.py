@@ -28,9 +28,10 @@ def require_dataset(name: str) -> Path:
     if not any((folder / f).exists() for f in spec.files):
         source = ("$SAMT_DATA_ROOT" if os.environ.get("SAMT_DATA_ROOT")
                   else "the default data root ./data ($SAMT_DATA_ROOT unset)")
+        remedy = spec.hints[0] if spec.hints else f"supply it under {folder}"
         pytest.skip(f"real-data test: dataset {name} is absent from {folder} ({source}); "
-                    f"supply it with `samt-data {name} --root {root}` where its sources are "
-                    "reachable, or set SAMT_DATA_ROOT to a data root that holds it")
+                    f"to supply it: {remedy}; or set SAMT_DATA_ROOT to a data root that "
+                    "holds it")
     return root
 
 

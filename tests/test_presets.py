@@ -67,17 +67,18 @@ def test_preset_composes_and_plans_unique_valid_runs(experiment, tmp_path, monke
             assert (f"optimizer.label={v.name}" in job.args) == v.is_variant
 
 
-def test_plain_entries_plan_the_same_runs_as_before(tmp_path):
-    """Folder names and arguments of the original presets did not change (reruns resume)."""
+def test_plain_entries_plan_the_documented_runs(tmp_path):
+    """Folder names and arguments of a grid run (docs/tuning.md: SAMT tunes eta_max, eta0 tied
+    below it at 0.3 x eta_max; reruns of the same protocol resume in the same folders)."""
     protocol = reproduce.load_protocol("mnist_mlp", [])
     jobs = reproduce.grid_jobs("mnist_mlp", protocol, tmp_path, ["epochs=3"])
-    job = next(j for j in jobs if j.folder.name == "mnist_samt_e_eta00.03_s100")
+    job = next(j for j in jobs if j.folder.name == "mnist_samt_e_eta_max0.316_s100")
     assert job.args == ("experiment=mnist_mlp", "dataset=mnist", "optimizer=samt_e",
-                        "optimizer.eta0=0.03", "optimizer.eta_max=0.09", "seed=100",
+                        "optimizer.eta_max=0.316", "optimizer.eta0=0.0948", "seed=100",
                         "progress=false", "device=cpu", "device.threads=1",
                         f"hydra.run.dir={job.folder}", "epochs=3")
     assert {"schedulefree_adamw", "prodigy", "hypergradient_sgd"} <= set(protocol["optimizers"])
-    assert all(len(spec["grid"]) == 3 for spec in protocol["optimizers"].values())
+    assert all(len(spec["grid"]) == 5 for spec in protocol["optimizers"].values())
 
 
 def test_variant_presets_set_what_they_ablate(tmp_path):

@@ -30,8 +30,11 @@ def write_run(folder: Path, *, dataset: str, optimizer: dict, seed: int, test: l
               train_loss: list[float] | None = None, epoch_time: float = 1.0,
               status: str = "completed", epochs: int | None = None, model: str = "mlp",
               split: int | None = None,
-              bookkeeping: dict | None = None, samt_blocks: int = 0) -> Path:
-    """A run folder in the documented format (docs/outputs.md) with the given epoch numbers."""
+              bookkeeping: dict | None = None, samt_blocks: int = 0,
+              val: list[float] | None = None, updates_per_epoch: int | None = None) -> Path:
+    """A run folder in the documented format (docs/outputs.md) with the given epoch numbers;
+    ``val``: per-epoch validation metrics (``val_loss``/``val_metric`` columns, as a run with
+    ``data.val_fraction`` > 0 writes them)."""
     folder.mkdir(parents=True)
     regression = dataset.startswith("uci_")
     cfg = {"dataset": {"name": dataset, **({"split": split} if split is not None else {})},
@@ -40,6 +43,8 @@ def write_run(folder: Path, *, dataset: str, optimizer: dict, seed: int, test: l
            "epochs": epochs or len(test), "batch_size": 128, "eval_batch_size": 4096,
            "progress": False, "max_consecutive_skips": 50,
            "data": {"root": "/data", "download": False}}
+    if val is not None:
+        cfg["data"].update(val_fraction=0.1, val_seed=12345)
     for key, value in (bookkeeping or {}).items():
         head, _, tail = key.partition(".")
         if tail:
@@ -49,10 +54,13 @@ def write_run(folder: Path, *, dataset: str, optimizer: dict, seed: int, test: l
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     train_loss = train_loss or [1.0 / (e + 1) for e in range(len(test))]
     rows = []
+    per_epoch = updates_per_epoch or UPDATES_PER_EPOCH
     for e, (metric, loss) in enumerate(zip(test, train_loss, strict=True), start=1):
         row = {"epoch": e, "train_loss": loss, "train_metric": metric, "test_loss": loss,
                "test_metric": metric, "epoch_time_s": epoch_time, "wall_time_s": epoch_time * e,
-               "iterations": 100 * e, "param_updates": UPDATES_PER_EPOCH * e, "skipped": 0}
+               "iterations": 100 * e, "param_updates": per_epoch * e, "skipped": 0}
+        if val is not None:
+            row.update(val_loss=loss, val_metric=val[e - 1])
         for k in range(samt_blocks):
             row.update({f"b{k}_eta_mean": 0.1 * e, f"b{k}_eta_std": 0.01,
                         f"b{k}_beta_mean": 0.5 - 0.05 * e, f"b{k}_grad_norm": 1.0,
@@ -72,7 +80,8 @@ def write_run(folder: Path, *, dataset: str, optimizer: dict, seed: int, test: l
         "task": "regression" if regression else "classification",
         "metric": "rmse" if regression else "accuracy", "higher_is_better": higher,
         "device": "cpu", "num_params": 1000, "train_size": 1000, "test_size": 100,
-        "final": {k: last[k] for k in ("train_loss", "train_metric", "test_loss", "test_metric")},
+        "final": {k: last.get(k) for k in ("train_loss", "train_metric", "test_loss",
+                                           "test_metric", "val_loss", "val_metric")},
         "best_test_metric": best["test_metric"], "best_epoch": best["epoch"],
         "wall_time_s": last["wall_time_s"], "iterations": last["iterations"],
         "param_updates": last["param_updates"]}
@@ -263,7 +272,7 @@ def _tex_rows(text: str) -> tuple[int, list[str]]:
 def test_latex_is_structurally_valid(report):
     out, _ = report
     files = sorted(out.glob("*.tex"))
-    assert len(files) == 7  # five metrics, run counts, time to target
+    assert len(files) == 8  # five metrics, run counts, time to target, significance
     for path in files:
         text = path.read_text()
         assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == 1, path

@@ -6,34 +6,42 @@ Usable without Hydra or the runner::
     opt = SAMT(model, nn.functional.cross_entropy, step_type="element", eta0=0.1)
     for x, y in batches:
         loss = opt.step(x, y)
+
+The names below are imported on first use (PEP 562), so that ``samt.optim.choices`` and
+``samt.optim.schedules`` stay importable without torch (the CLI's config checks use them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from samt.optim.baselines import BASELINES, TorchOptimizerStep
+    from samt.optim.blocks import SAMTModelError, split_blocks, split_units
+    from samt.optim.factory import OPTIMIZERS, build_optimizer
+    from samt.optim.samt import SAMT, STAT_NAMES, MetaInitError, read_meta
 
-from samt.optim.baselines import BASELINES, TorchOptimizerStep
-from samt.optim.blocks import SAMTModelError, split_blocks, split_units
-from samt.optim.samt import SAMT, STAT_NAMES, MetaInitError, read_meta
+_LAZY = {
+    "SAMT": "samt.optim.samt", "STAT_NAMES": "samt.optim.samt",
+    "MetaInitError": "samt.optim.samt", "read_meta": "samt.optim.samt",
+    "SAMTModelError": "samt.optim.blocks", "split_blocks": "samt.optim.blocks",
+    "split_units": "samt.optim.blocks",
+    "BASELINES": "samt.optim.baselines", "TorchOptimizerStep": "samt.optim.baselines",
+    "OPTIMIZERS": "samt.optim.factory", "build_optimizer": "samt.optim.factory",
+}
 
-OPTIMIZERS = ("samt", *BASELINES)
-
-__all__ = ["SAMT", "STAT_NAMES", "OPTIMIZERS", "MetaInitError", "SAMTModelError",
+__all__ = ["BASELINES", "SAMT", "STAT_NAMES", "OPTIMIZERS", "MetaInitError", "SAMTModelError",
            "TorchOptimizerStep", "build_optimizer", "read_meta", "split_blocks", "split_units"]
 
 
-def build_optimizer(name: str, model: nn.Module,
-                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    **options: Any) -> SAMT | TorchOptimizerStep:
-    """Build optimizer ``name`` (``samt`` or a key of ``BASELINES``) with keyword ``options``."""
-    if name == "samt":
-        return SAMT(model, loss_fn, **options)
-    if name not in BASELINES:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {list(OPTIMIZERS)}")
-    if "betas" in options:
-        options["betas"] = tuple(options["betas"])
-    return TorchOptimizerStep(model, loss_fn, BASELINES[name](model.parameters(), **options))
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'samt.optim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

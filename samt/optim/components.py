@@ -11,13 +11,14 @@ import math
 import torch
 from torch import nn
 
-FEATURE_NAMES = ("mean", "var", "max", "min", "norm")
-STEP_TYPES = ("scalar", "element", "row", "column")
-PROJECTIONS = ("sigmoid", "tanh")
-COMBINES = ("convex", "learned", "fixed")
-META_MODES = ("exact", "lookahead", "hypergradient")
-ORDERS = ("top_down", "bottom_up", "random")
-
+from samt.optim.choices import (  # noqa: F401  (re-exported: the pieces' allowed values)
+    COMBINES,
+    FEATURE_NAMES,
+    META_MODES,
+    ORDERS,
+    PROJECTIONS,
+    STEP_TYPES,
+)
 
 # --- step shapes -------------------------------------------------------------------------------
 
@@ -70,14 +71,16 @@ def secondary_step_adjoint(h: torch.Tensor, weight_step_shape: torch.Size,
 
 
 def hypergradient_product(g_new: torch.Tensor, g: torch.Tensor,
-                          step_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+                          step_shape: torch.Size | tuple[int, ...],
+                          inplace: bool = False) -> torch.Tensor:
     """``g' * g`` summed to the step's shape: ``d l(W - eta*g) / d eta`` is its negative.
 
     The first-order identity behind SAMT's meta-gradients and hypergradient SGD; ``g'`` is the
     gradient at ``W - eta*g``. Shape ``()`` gives the scalar ``g' . g``. The sign is left to
-    the caller so that no full-size negation is needed.
+    the caller so that no full-size negation is needed. ``inplace=True`` forms ``g' * g`` in
+    ``g``'s storage (no full-size allocation; ``g`` is overwritten).
     """
-    prod = g_new * g
+    prod = g.mul_(g_new) if inplace else g_new * g
     if prod.shape == tuple(step_shape):
         return prod
     if len(step_shape) == 0:

@@ -11,6 +11,7 @@ with that label, e.g. ``sgd lr=0.05``).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from samt.holdout import without_inactive_val_keys
 from samt.report.collect import Run
 
 REPLICATE_KEYS = ("seed", "dataset.split")
@@ -170,7 +172,8 @@ def build_groups(runs: list[Run], per_row_columns: bool = False) -> list[Group]:
     for run in runs:
         # A null value counts as absent: a key added later with a null default (e.g.
         # optimizer.meta_init) does not split older runs from newer ones.
-        key = tuple(sorted((k, v) for k, v in run.config.items()
+        config = without_inactive_val_keys(run.config)
+        key = tuple(sorted((k, v) for k, v in config.items()
                            if is_group_key(k) and v is not None))
         by_key.setdefault(key, []).append(run)
     groups = [Group(key=k, runs=sorted(v, key=lambda r: _sort_value(r.config.get("seed"))))
@@ -206,14 +209,21 @@ def final_test_metric(run: Run) -> float:
     return _number((run.summary.get("final") or {}).get("test_metric"))
 
 
+def final_val_metric(run: Run) -> float:
+    """The last epoch's validation metric (NaN without a validation split)."""
+    return _number((run.summary.get("final") or {}).get("val_metric"))
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A per-run number that gets a table. ``lower_is_better=None``: the task's own metric."""
+    """A per-run number that gets a table. ``lower_is_better=None``: the task's own metric.
+    ``optional``: the table is written only when some run has a value (validation)."""
 
     name: str
     title: str
     value: Callable[[Run], float]
     lower_is_better: bool | None
+    optional: bool = False
 
 
 METRICS = (
@@ -226,6 +236,8 @@ METRICS = (
     Metric("epoch_time_s", "Training seconds per epoch (evaluation excluded)", _epoch_time, True),
     Metric("param_updates", "Parameter (layer) updates in the whole run",
            lambda r: _number(r.summary.get("param_updates")), True),
+    Metric("final_val_metric", "Final validation metric (the held-out part of the training "
+           "set; what tuning chooses on)", final_val_metric, None, optional=True),
 )
 
 
@@ -296,13 +308,14 @@ def mean_curves(group: Group, columns: list[str]) -> pd.DataFrame:
     return stats.reset_index()
 
 
-def first_reached(run: Run, target: float, higher_is_better: bool) -> dict[str, float] | None:
-    """Epoch, parameter updates and training seconds at the first epoch that reaches
-    ``target`` (``>=`` when higher is better, else ``<=``); None if never reached."""
+def first_reached(run: Run, target: float, higher_is_better: bool,
+                  column: str = "test_metric") -> dict[str, float] | None:
+    """Epoch, parameter updates and training seconds at the first epoch whose ``column``
+    reaches ``target`` (``>=`` when higher is better, else ``<=``); None if never reached."""
     m = run.metrics
-    if m.empty or "test_metric" not in m.columns:
+    if m.empty or column not in m.columns:
         return None
-    test = pd.to_numeric(m["test_metric"], errors="coerce")
+    test = pd.to_numeric(m[column], errors="coerce")
     hit = test >= target if higher_is_better else test <= target
     if not hit.any():
         return None
@@ -329,6 +342,77 @@ def time_to_target(groups: list[Group], targets: dict[str, float]) -> pd.DataFra
             rec.update({f"{name}_mean": mean, f"{name}_std": std})
         records.append(rec)
     return pd.DataFrame.from_records(records)
+
+
+# --- validation targets and performance profiles ------------------------------------------------
+
+PROFILE_MEASURES = (("seconds", "training seconds"), ("param_updates", "parameter updates"))
+AUTO_RULE = "auto: median of the optimizers' mean best validation metric"
+
+
+def best_val_metric(run: Run, higher_is_better: bool) -> float:
+    """The best ``val_metric`` over the epochs of ``metrics.csv`` (NaN when there is none)."""
+    if run.metrics.empty or "val_metric" not in run.metrics.columns:
+        return math.nan
+    values = pd.to_numeric(run.metrics["val_metric"], errors="coerce").dropna()
+    if values.empty:
+        return math.nan
+    return float(values.max() if higher_is_better else values.min())
+
+
+def val_targets(groups: list[Group], given: dict[str, float]) -> dict[str, tuple[float, str]]:
+    """Per workload (table row) with validation data: ``(target, rule)``. ``given`` maps a
+    dataset name to a target (``--val-target``); any other workload gets the median over its
+    optimizer variants of their mean (over completed runs) best-epoch validation metric."""
+    targets: dict[str, tuple[float, str]] = {}
+    for row in dict.fromkeys(g.row for g in groups):
+        members = [g for g in groups if g.row == row and g.higher_is_better is not None]
+        means = [mean_std([best_val_metric(r, bool(g.higher_is_better))
+                           for r in g.completed])[0] for g in members]
+        means = [m for m in means if math.isfinite(m)]
+        if not means:
+            continue
+        dataset = members[0].dataset
+        if dataset in given:
+            targets[row] = (given[dataset], "given (--val-target)")
+        else:
+            targets[row] = (float(statistics.median(means)), AUTO_RULE)
+    return targets
+
+
+def _median_cost(costs: list[float]) -> float:
+    """Median with ``inf`` for runs that never reached: finite only if more than half did."""
+    return float(statistics.median(costs)) if costs else math.inf
+
+
+def val_target_costs(groups: list[Group],
+                     targets: dict[str, tuple[float, str]]) -> pd.DataFrame:
+    """Per group on a workload with a validation target: how many runs (any status) reached it
+    and the median training seconds and parameter updates to the first epoch whose
+    ``val_metric`` reaches it (``inf`` unless more than half of the runs did)."""
+    records = []
+    for g in groups:
+        if g.row not in targets or g.higher_is_better is None:
+            continue
+        target, rule = targets[g.row]
+        hits = [first_reached(r, target, bool(g.higher_is_better), "val_metric")
+                for r in g.runs]
+        rec: dict[str, Any] = {"row": g.row, "column": g.column, "dataset": g.dataset,
+                               "metric": g.metric_name, "target": target, "rule": rule,
+                               "direction": ">=" if g.higher_is_better else "<=",
+                               "reached": sum(h is not None for h in hits), "runs": len(g.runs)}
+        for name, _ in PROFILE_MEASURES:
+            rec[name] = _median_cost([math.inf if h is None else h[name] for h in hits])
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def profile_costs(costs: pd.DataFrame, measure: str) -> dict[str, dict[str, float]]:
+    """``{optimizer column: {workload row: cost}}`` for ``stats.performance_profile``."""
+    out: dict[str, dict[str, float]] = {}
+    for _, rec in costs.iterrows():
+        out.setdefault(rec["column"], {})[rec["row"]] = float(rec[measure])
+    return out
 
 
 # --- learning-rate sweeps ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``samt-report PATH... [--out DIR] [--target [DATASET=]VALUE]... [--formats md,tex,csv]``."""
+"""``samt-report PATH... [--out DIR] [--target [DATASET=]VALUE]... [--val-target
+[DATASET=]VALUE]... [--formats md,tex,csv]``."""
 
 from __future__ import annotations
 
@@ -9,25 +10,38 @@ from pathlib import Path
 
 from samt.report.aggregate import (
     DEFAULT_TARGETS,
+    Group,
     aggregate,
     build_groups,
     lr_sweeps,
     rows_and_columns,
     run_table,
     time_to_target,
+    val_target_costs,
+    val_targets,
 )
 from samt.report.collect import NoRunsError, load_runs
-from samt.report.plots import plot_all
-from samt.report.tables import FORMATS, Table, build_tables, to_markdown, write_tables
+from samt.report.plots import palette, plot_all, plot_performance_profiles
+from samt.report.significance import significance_table
+from samt.report.tables import (
+    FORMATS,
+    Table,
+    build_tables,
+    to_markdown,
+    val_target_table,
+    write_tables,
+)
 
 
-def parse_targets(values: Sequence[str]) -> dict[str, float]:
-    """``["digits=95", "mnist=98.5"]`` -> targets per dataset over the defaults.
+def parse_targets(values: Sequence[str], defaults: dict[str, float] | None = None,
+                  option: str = "--target") -> dict[str, float]:
+    """``["digits=95", "mnist=98.5"]`` -> targets per dataset over ``defaults``
+    (``DEFAULT_TARGETS`` when None); ``option`` names the option in error messages.
 
     A bare ``VALUE`` is the target for every dataset that no ``DATASET=VALUE`` names
     (it replaces the defaults); it is kept under the key ``"*"``.
     """
-    targets = dict(DEFAULT_TARGETS)
+    targets = dict(DEFAULT_TARGETS if defaults is None else defaults)
     named: dict[str, float] = {}
     for value in values:
         name, _, number = value.rpartition("=")
@@ -35,12 +49,21 @@ def parse_targets(values: Sequence[str]) -> dict[str, float]:
             parsed = float(number)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"--target {value!r}: expected VALUE or DATASET=VALUE") from None
+                f"{option} {value!r}: expected VALUE or DATASET=VALUE") from None
         if name:
             named[name] = parsed
         else:
             targets = {"*": parsed}
     return {**targets, **named}
+
+
+def per_dataset(targets: dict[str, float], groups: list[Group]) -> dict[str, float]:
+    """``parse_targets``' result with the bare value (``"*"``) given to every other dataset."""
+    targets = dict(targets)
+    if "*" in targets:
+        default = targets.pop("*")
+        targets = {**{g.dataset: default for g in groups}, **targets}
+    return targets
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -66,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time-to-target threshold on the test metric, repeatable; "
                              "defaults: mnist=98.0 fashion_mnist=89.0; a bare VALUE applies to "
                              "every dataset not named")
+    parser.add_argument("--val-target", action="append", default=[], metavar="[DATASET=]VALUE",
+                        help="validation target of the performance profiles, repeatable; "
+                             "default per workload: the median over its optimizers of their "
+                             "mean best validation metric; a bare VALUE applies to every "
+                             "dataset not named")
     parser.add_argument("--columns", choices=("global", "per-row"), default="global",
                         help="split optimizer columns by knobs that differ anywhere (global) or "
                              "only within a row (per-row: step sizes tuned per dataset share "
@@ -95,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         targets = parse_targets(args.target)
+        given_val = parse_targets(args.val_target, defaults={}, option="--val-target")
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.out.exists() and not args.out.is_dir():
@@ -115,12 +144,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     groups = build_groups(runs, per_row_columns=args.columns == "per-row")
     rows, columns = rows_and_columns(groups)
-    if "*" in targets:
-        default = targets.pop("*")
-        targets = {**{g.dataset: default for g in groups}, **targets}
+    targets = per_dataset(targets, groups)
     agg = aggregate(groups)
     ttt = time_to_target(groups, targets)
     tables = build_tables(agg, ttt, rows, columns)
+    significance = significance_table(groups, rows)
+    if significance is not None:
+        tables.append(significance)
+    val_costs = val_target_costs(groups, val_targets(groups, per_dataset(given_val, groups)))
+    if not val_costs.empty:
+        tables.append(val_target_table(val_costs))
 
     out: Path = args.out
     try:
@@ -137,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ttt.empty:
             ttt.convert_dtypes().to_csv(out / "time_to_target_long.csv", index=False)
             written.append(out / "time_to_target_long.csv")
+        if not val_costs.empty:
+            val_costs.to_csv(out / "val_time_to_target_long.csv", index=False)
+            written.append(out / "val_time_to_target_long.csv")
     plots = plot_all(groups, lr_sweeps(groups), columns, out / "plots")
+    plots += plot_performance_profiles(val_costs, palette(columns), out / "plots")
     if "md" in args.formats:
         written.append(write_index(tables, plots, out))
 
@@ -153,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("  time to target: no targets for these datasets (use --target DATASET=VALUE)")
     elif no_target:
         print(f"  time to target: none for {', '.join(no_target)} (use --target DATASET=VALUE)")
+    if val_costs.empty:
+        print("  performance profiles: no run has a validation metric (data.val_fraction=0)")
+    else:
+        print(f"  performance profiles: {val_costs['row'].nunique()} workload(s) with a "
+              "validation target (val_time_to_target.md, plots/performance_profile.png)")
     return 0
 
 

@@ -14,9 +14,11 @@ import yaml
 FAILED_STATUSES = ("failed", "diverged", "interrupted")
 REQUIRED_CONFIG_KEYS = ("dataset.name", "model.name", "optimizer.name")
 # summary.json fields the report reads, with the JSON types each may have (null always may).
-NUMBER_FIELDS = ("epochs_completed", "best_test_metric", "wall_time_s", "param_updates")
+NUMBER_FIELDS = ("epochs_completed", "best_test_metric", "best_val_metric", "wall_time_s",
+                 "param_updates")
 TEXT_FIELDS = ("status", "metric")
-FINAL_FIELDS = ("train_loss", "train_metric", "test_loss", "test_metric")
+FINAL_FIELDS = ("train_loss", "train_metric", "test_loss", "test_metric", "val_loss",
+                "val_metric")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Figures (PNG and PDF): learning curves, SAMT step statistics, learning-rate sensitivity."""
+"""Figures (PNG and PDF): learning curves, SAMT step statistics, learning-rate sensitivity,
+performance profiles."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-from samt.report.aggregate import Group, LRSweep, final_test_metric, mean_curves, mean_std
+from samt.report.aggregate import (
+    PROFILE_MEASURES,
+    Group,
+    LRSweep,
+    final_test_metric,
+    mean_curves,
+    mean_std,
+    profile_costs,
+)
+from samt.report.stats import performance_profile
 
 CURVE_Y = (("test_metric", "test metric"), ("train_loss", "train loss"))
 CURVE_X = (("epoch", "epoch"), ("param_updates", "parameter updates"),
@@ -158,6 +168,47 @@ def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return _save(fig, out / f"lr_sensitivity_{slug(row)}")
+
+
+def profile_taus(costs: dict[str, dict[str, float]], points: int = 400) -> np.ndarray:
+    """Log-spaced factors from 1 to a little past the largest finite cost ratio (at least 2)."""
+    workloads = {w for per in costs.values() for w in per}
+    best = {w: min(per.get(w, math.inf) for per in costs.values()) for w in workloads}
+    ratios = [per[w] / best[w] for per in costs.values() for w in per
+              if math.isfinite(per[w]) and math.isfinite(best[w]) and best[w] > 0]
+    return np.logspace(0, math.log10(max([2.0, *ratios]) * 1.25), points)
+
+
+def plot_performance_profiles(costs: pd.DataFrame, colors: dict[str, tuple],
+                              out: Path) -> list[Path]:
+    """Dolan-More profiles: per optimizer, the fraction of workloads whose validation target it
+    reached within a factor tau of the best optimizer's seconds (left) and updates (right)."""
+    if costs.empty:
+        return []
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(PROFILE_MEASURES), squeeze=False)[0]
+    workloads = costs["row"].nunique()
+    for ax, (measure, label) in zip(axes, PROFILE_MEASURES, strict=True):
+        per = profile_costs(costs, measure)
+        taus = profile_taus(per)
+        profile = performance_profile(per, list(taus))
+        for i, (column, fractions) in enumerate(profile.items()):
+            ax.plot(taus, fractions, drawstyle="steps-post", color=colors.get(column),
+                    linestyle=("-", "--", ":", "-.")[i % 4], linewidth=1.8,
+                    label=column if ax is axes[0] else None)  # styles tell overlaps apart
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+        short = taus[-1] <= 10  # under a decade: label the minor ticks (2, 3, ...) too
+        ax.xaxis.set_minor_formatter(lambda v, _, short=short: f"{v:g}" if short else "")
+        ax.set_xlim(1, taus[-1])
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"tau (within a factor tau of the best {label})")
+        ax.set_ylabel(f"fraction of the {workloads} workload(s)")
+        ax.set_title(f"time to the validation target: {label}")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("Performance profiles (Dolan-More) over workloads (dataset / model rows)")
+    _legend(fig, costs["column"].nunique())
+    return _save(fig, out / "performance_profile")
 
 
 def plot_all(groups: list[Group], sweeps: list[LRSweep], columns: list[str],

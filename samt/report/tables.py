@@ -147,10 +147,31 @@ def target_table(ttt: pd.DataFrame) -> Table:
     return Table("time_to_target", title, header, body)
 
 
+def val_target_table(costs: pd.DataFrame) -> Table:
+    """Per workload and optimizer: the validation target, runs that reached it and the median
+    seconds and parameter updates to it (the numbers behind the performance profiles)."""
+    header = ["dataset / model", "validation target", "optimizer", "reached",
+              "seconds (median)", "param updates (median)", "target rule"]
+    body = []
+    for _, rec in costs.iterrows():
+        values = [f"{rec[name]:.{places}f}" if math.isfinite(rec[name]) else "not reached"
+                  for name, places in (("seconds", decimals([rec["seconds"]])),
+                                       ("param_updates", 0))]
+        target = f"{rec['direction']} {rec['target']:.{decimals([rec['target']])}f}"
+        body.append([Cell(rec["row"]), Cell(target), Cell(rec["column"]),
+                     Cell(f"{int(rec['reached'])}/{int(rec['runs'])}"), *map(Cell, values),
+                     Cell(rec["rule"])])
+    title = ("Time to the validation target (first epoch whose validation metric reaches it): "
+             "median over runs, not reached unless more than half of them reached it")
+    return Table("val_time_to_target", title, header, body)
+
+
 def build_tables(agg: pd.DataFrame, ttt: pd.DataFrame, rows: list[str],
                  columns: list[str]) -> list[Table]:
-    """All wide tables: one per metric, the run counts, and time to target (if any target)."""
-    tables = [metric_table(agg, m, rows, columns) for m in METRICS]
+    """All wide tables: one per metric (an optional one only when some run has a value), the
+    run counts, and time to target (if any target)."""
+    tables = [metric_table(agg, m, rows, columns) for m in METRICS
+              if not m.optional or (agg[f"{m.name}_n"] > 0).any()]
     tables.append(counts_table(agg, rows, columns))
     if not ttt.empty:
         tables.append(target_table(ttt))
@@ -175,7 +196,7 @@ def to_markdown(table: Table) -> str:
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                 "^": r"\textasciicircum{}", PM: r"$\pm$", "–": "--", ">=": r"$\geq$",
-                "<=": r"$\leq$"}
+                "<=": r"$\leq$", "<": r"$<$", ">": r"$>$"}
 
 
 def tex_escape(text: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 
+from samt.holdout import without_inactive_val_keys
 from samt.run_folder import FolderLock, RunFolderError
 from samt.train.records import write_atomic
 
@@ -99,8 +100,10 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
     A key absent on one side and null on the other is no difference: a key added to the
     configs later with a null default (e.g. ``optimizer.meta_init``) keeps older runs resumable.
+    Likewise ``data.val_fraction`` 0 (and any ``data.val_seed`` with it) equals absent.
     """
-    a, b = _flatten(old), _flatten(new)
+    a = without_inactive_val_keys(_flatten(old))
+    b = without_inactive_val_keys(_flatten(new))
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.startswith("device.") or any(key == k or key.startswith(f"{k}.")

@@ -2,7 +2,8 @@
 
 Columns of ``metrics.csv`` (one row per epoch; documented in docs/outputs.md):
 epoch, train_loss, train_metric, test_loss, test_metric, epoch_time_s, wall_time_s, iterations,
-param_updates, skipped, then for SAMT per block k: b{k}_eta_mean, b{k}_eta_std, b{k}_beta_mean,
+param_updates, skipped, val_loss, val_metric (empty without a validation split), then for SAMT
+per block k: b{k}_eta_mean, b{k}_eta_std, b{k}_beta_mean,
 b{k}_grad_norm, b{k}_meta_loss, b{k}_skipped, b{k}_clamped.
 """
 
@@ -15,9 +16,11 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 BASE_COLUMNS = ("epoch", "train_loss", "train_metric", "test_loss", "test_metric",
-                "epoch_time_s", "wall_time_s", "iterations", "param_updates", "skipped")
+                "epoch_time_s", "wall_time_s", "iterations", "param_updates", "skipped",
+                "val_loss", "val_metric")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -86,10 +89,18 @@ def read_metrics(path: Path) -> list[dict]:
         return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def _finite_or_none(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth, replaced by ``None`` (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def write_json(path: Path, payload: dict) -> None:
-    payload = {k: _finite_or_none(v) for k, v in payload.items()}
+    """``payload`` as indented JSON, atomically; non-finite numbers (nested too) become null."""
+    payload = _finite_or_none(payload)
     write_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")

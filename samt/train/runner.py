@@ -23,6 +23,13 @@ from samt.data import DataError, DatasetSplits, load_dataset
 from samt.models import ModelConfigError, build_model
 from samt.optim import SAMT, MetaInitError, SAMTModelError, build_optimizer
 from samt.optim.schedules import schedule_factor
+from samt.run_folder import (
+    STATUS_COMPLETED,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_INTERRUPTED,
+    STATUS_RUNNING,
+)
 from samt.train.checkpoint import (
     CHECKPOINT,
     FORMAT,
@@ -49,8 +56,6 @@ from samt.train.seeding import (
 )
 from samt.validation import RUNNER_KEYS, ConfigError, validate_against_data
 
-STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
-STATUS_DIVERGED, STATUS_INTERRUPTED = "diverged", "interrupted"
 # Errors in what the user asked for (config, data, run folder): one message, no result files.
 USER_ERRORS = (ConfigError, DataError, ModelConfigError, SAMTModelError, RunFolderError,
                CheckpointError)
@@ -122,10 +127,13 @@ class Run:
             torch.set_num_threads(int(threads))
         seed_everything(int(cfg["seed"]))
         self.device = resolve_device(cfg["device"]["type"])
-        self.data: DatasetSplits = load_dataset(
+        loaded: DatasetSplits = load_dataset(
             cfg["dataset"]["name"], cfg["data"]["root"], download=bool(cfg["data"]["download"]),
             split=int(cfg["dataset"].get("split", 0)), device=self.device)
-        validate_against_data(cfg, int(self.data.x_train.shape[0]))
+        validate_against_data(cfg, int(loaded.x_train.shape[0]))
+        val_fraction = float(cfg["data"].get("val_fraction") or 0.0)
+        val_seed = int(cfg["data"].get("val_seed") or 0)
+        self.data = loaded.hold_out(val_fraction, val_seed)
         model_opts = {k: v for k, v in cfg["model"].items() if k != "name"}
         self.model = build_model(cfg["model"]["name"], self.data.input_shape,
                                  self.data.num_outputs, **model_opts).to(self.device)
@@ -149,7 +157,13 @@ class Run:
                             higher_is_better=metric == "accuracy", device=str(self.device),
                             num_params=sum(p.numel() for p in self.model.parameters()),
                             train_size=int(self.data.x_train.shape[0]),
-                            test_size=int(self.data.x_test.shape[0]), resumed_from=[])
+                            test_size=int(self.data.x_test.shape[0]),
+                            val_size=int(self.data.x_val.shape[0]) if self.data.has_val else 0,
+                            split={"dataset_split": int(cfg["dataset"].get("split", 0)),
+                                   "val_fraction": val_fraction,
+                                   "val_seed": val_seed if self.data.has_val else None,
+                                   "train_size_before_hold_out": int(loaded.x_train.shape[0])},
+                            resumed_from=[])
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -240,6 +254,8 @@ class Run:
         self._optimizer_mode("eval_mode")  # schedule-free: evaluate the averaged weights
         train_loss, train_metric = evaluate(self.model, d.x_train, d.y_train, d, bs)
         test_loss, test_metric = evaluate(self.model, d.x_test, d.y_test, d, bs)
+        val_loss, val_metric = (evaluate(self.model, d.x_val, d.y_val, d, bs) if d.has_val
+                                else (None, None))  # empty cells: no validation split
         self.wall_time += seconds
         self.iterations += iterations
         stats = self.optimizer.epoch_stats()
@@ -247,7 +263,8 @@ class Run:
         row = {"epoch": epoch, "train_loss": train_loss, "train_metric": train_metric,
                "test_loss": test_loss, "test_metric": test_metric, "epoch_time_s": seconds,
                "wall_time_s": self.wall_time, "iterations": self.iterations,
-               "param_updates": self.optimizer.param_updates, "skipped": skipped}
+               "param_updates": self.optimizer.param_updates, "skipped": skipped,
+               "val_loss": val_loss, "val_metric": val_metric}
         row.update({k: v for k, v in stats.items() if k != "skipped"})
         return row
 
@@ -353,11 +370,15 @@ class Run:
             finite = [r for r in self.rows if r["test_metric"] == r["test_metric"]] or self.rows
             best = pick(finite, key=lambda r: r["test_metric"])
             last = self.rows[-1]
+            vals = [r for r in self.rows if _finite(r.get("val_metric"))]
+            best_val = pick(vals, key=lambda r: r["val_metric"]) if vals else {}
             self.summary.update(
                 epochs_completed=last["epoch"],
-                final={k: last[k] for k in ("train_loss", "train_metric", "test_loss",
-                                            "test_metric")},
+                final={k: last.get(k) for k in ("train_loss", "train_metric", "test_loss",
+                                                "test_metric", "val_loss", "val_metric")},
                 best_test_metric=best["test_metric"], best_epoch=best["epoch"],
+                best_val_metric=best_val.get("val_metric"),
+                best_val_epoch=best_val.get("epoch"),
                 wall_time_s=last["wall_time_s"], iterations=last["iterations"],
                 param_updates=last["param_updates"])
         if final and self.rows:
@@ -410,6 +431,11 @@ class Run:
         except Exception as exc:
             print(f"samt-run: warning: plots not written: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
+
+
+def _finite(value: Any) -> bool:
+    """A number that is neither None nor NaN/inf (a row's ``val_metric`` may be either)."""
+    return isinstance(value, int | float) and value == value and abs(value) != float("inf")
 
 
 def run_training(cfg: dict[str, Any], run_dir: Path) -> dict:
