@@ -28,6 +28,7 @@ from samt.optim.choices import (
     STEP_TYPES,
 )
 from samt.optim.schedules import SCHEDULES
+from samt.tracking import LOGGERS, tensorboard_available
 
 RUNNER_KEYS = ("name", "label", "schedule")  # optimizer-group keys the runner itself handles
 RESUME_CHOICES = ("auto", True, False)
@@ -36,7 +37,7 @@ CONSTANT_SCHEDULE_ONLY = ("hypergradient_sgd", "schedulefree_adamw")
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; int64 everywhere else
 TOP_KEYS = ("dataset", "model", "optimizer", "device", "data")  # sections that must exist
 # Every top-level key of a run config (conf/config.yaml): any other one is a typo.
-CONFIG_KEYS = (*TOP_KEYS, "seed", "epochs", "batch_size", "eval_batch_size", "progress",
+CONFIG_KEYS = (*TOP_KEYS, "seed", "epochs", "batch_size", "eval_batch_size", "progress", "logger",
                "max_consecutive_skips", "resume", "tuning")
 # A value that becomes part of a run folder's name (optimizer.label): no path separator, no "..".
 NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
@@ -156,6 +157,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
     _number(cfg, "max_consecutive_skips", int, 1)
     _bool(cfg, "progress")
     _choice("resume", cfg.get("resume", "auto"), RESUME_CHOICES)
+    _choice("logger", cfg.get("logger", "none"), LOGGERS)
     _validate_dataset(cfg)
     _validate_model(cfg)
     _validate_device(cfg)
@@ -387,6 +389,9 @@ def _typed_like_defaults(cfg: dict[str, Any], name: str) -> None:
 
 def validate_environment(cfg: dict[str, Any]) -> None:
     """Checks that depend on this machine: ``device=cuda`` needs a CUDA device torch can see."""
+    if cfg.get("logger") == "tensorboard" and not tensorboard_available():
+        _fail("logger", "tensorboard", "needs the tensorboard package: pip install "
+              "'samt[tensorboard]' (or pip install tensorboard); or use logger=none")
     import torch
 
     if cfg["device"]["type"] == "cuda" and not torch.cuda.is_available():

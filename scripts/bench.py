@@ -8,7 +8,9 @@ while building the optimizer and stepping (torch.profiler memory events on the C
 
     python scripts/bench.py                      # all cases, CPU, 2 threads
     python scripts/bench.py --cases mnist --rounds 5 --device cuda
-Writes bench/bench.csv and bench/depth.png (ratio vs depth).
+    python scripts/bench.py --before results/bench/before/bench.csv   # plot "before" too
+Writes OUT/bench.csv and OUT/depth.png (ratio vs depth; with ``--before``, dashed lines from an
+earlier bench.csv, e.g. one written by this script run on an older checkout via PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -33,14 +35,27 @@ TARGETS = {  # (case, optimizer label) -> target ratio to Adam
     ("mnist_mlp400", "samt_e exact"): 2.0,
     ("mnist_mlp400", "samt_s exact"): 1.8,
     ("depth16_gs4", "samt_e hypergradient"): 2.5,
+    ("depth16_gs1", "samt_e hypergradient"): 3.0,
+    **{("cnn_32x32x3", f"samt_{t} hypergradient"): 1.2 for t in "serc"},
 }
-MEMORY_TARGET = 1.5  # peak memory SAMT-E / Adam on MNIST MLP-400
+MEMORY_CASES = {  # label -> (build_optimizer options, target peak memory / Adam's), MLP-400
+    "adam": ({"name": "adam", "lr": 1e-3}, None),
+    "samt_e exact": ({"name": "samt", "step_type": "element", "meta_mode": "exact"}, 2.0),
+    "samt_e hypergradient": ({"name": "samt", "step_type": "element",
+                              "meta_mode": "hypergradient"}, 2.0),
+    "samt_e hypergradient, sgd meta": ({"name": "samt", "step_type": "element",
+                                        "meta_mode": "hypergradient", "meta_optimizer": "sgd"},
+                                       1.5),
+}
+DEPTHS = (2, 4, 8, 16, 32)
+GROUPS = (1, 4, 0)  # group_size 0: the whole model is one block
 
 
 def optimizer_grid(depth_case: bool) -> dict[str, dict]:
     """Label -> build_optimizer options."""
-    grid: dict[str, dict] = {"adam": {"name": "adam", "lr": 1e-3},
-                             "sgd": {"name": "sgd", "lr": 0.1}}
+    grid: dict[str, dict] = {"adam": {"name": "adam", "lr": 1e-3}}
+    if not depth_case:
+        grid["sgd"] = {"name": "sgd", "lr": 0.1}
     types = ("element",) if depth_case else ("scalar", "element", "row", "column")
     for step_type in types:
         for mode in ("exact", "hypergradient"):
@@ -57,8 +72,8 @@ def cases(selected: set[str]) -> list[tuple[str, Callable[[], nn.Module], tuple,
     if "cnn" in selected:
         out.append(("cnn_32x32x3", lambda: cnn((3, 32, 32), 10), (3, 32, 32), 10, {}))
     if "depth" in selected:
-        for depth in (2, 4, 8, 16):
-            for group in (1, 4):
+        for depth in DEPTHS:
+            for group in GROUPS:
                 out.append((f"depth{depth}_gs{group}",
                             lambda d=depth: mlp((256,), 10, [256] * d), (256,), 10,
                             {"group_size": group}))
@@ -122,39 +137,55 @@ def peak_memory_cpu(options: dict, threads: int) -> int:
 
 
 def peak_memory_cuda(options: dict, device: torch.device) -> int:
+    """As ``peak_memory_cpu``: peak bytes on top of the model and the batch, 5 steps."""
     opts = dict(options)
     name = opts.pop("name")
     torch.manual_seed(0)
     x = torch.randn(128, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (128,), device=device)
     model = mlp((1, 28, 28), 10, [400]).to(device)
-    opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
+    torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(20):
+    base = torch.cuda.memory_allocated(device)
+    opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
+    for _ in range(5):
         opt.step(x, y)
-    return torch.cuda.max_memory_allocated(device)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
 
 
-def plot_depth(rows: list[dict], path: Path) -> None:
+def depth_points(rows: list[dict], group: int, mode: str) -> list[tuple[int, float]]:
+    """(hidden layers, ratio to Adam) of SAMT-E ``mode`` with ``group_size=group``."""
+    return sorted((int(r["case"][5:].split("_")[0]), float(r["ratio_to_adam"])) for r in rows
+                  if r["case"].startswith("depth") and r["case"].endswith(f"_gs{group}")
+                  and r["optimizer"] == f"samt_e {mode}")
+
+
+def plot_depth(rows: list[dict], path: Path, before: list[dict] | None = None) -> None:
+    """Ratio to Adam vs depth, one panel per meta mode; ``before`` rows dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for group in (1, 4):
-        for mode in ("exact", "hypergradient"):
-            pts = sorted((int(r["case"][5:].split("_")[0]), r["ratio_to_adam"]) for r in rows
-                         if r["case"].startswith("depth") and r["case"].endswith(f"gs{group}")
-                         and r["optimizer"] == f"samt_e {mode}")
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=f"SAMT-E {mode}, group {group}")
-    ax.set(xlabel="hidden layers (width 256)", ylabel="time per iteration / Adam",
-           xscale="log", title="SAMT cost vs depth")
-    ax.set_xticks([2, 4, 8, 16], labels=["2", "4", "8", "16"])
-    ax.set_xticks([], minor=True)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    colors = {1: "tab:red", 4: "tab:blue", 0: "tab:green"}
+    for ax, mode in zip(axes, ("hypergradient", "exact"), strict=True):
+        for group in GROUPS:
+            for data, style, tag in ((before, "--", "before"), (rows, "-", "after")):
+                pts = depth_points(data or [], group, mode)
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, marker="o", color=colors[group],
+                            alpha=0.5 if tag == "before" else 1.0,
+                            label=f"group_size {group}, {tag}" if before else
+                            f"group_size {group}")
+        ax.set(xlabel="hidden layers (width 256)", title=f"SAMT-E {mode}", xscale="log",
+               yscale="log")
+        ax.set_xticks(list(DEPTHS), labels=[str(d) for d in DEPTHS])
+        ax.set_xticks([], minor=True)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("time per iteration / Adam (same process)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -191,6 +222,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10, help="iterations per round")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--out", default="bench")
+    parser.add_argument("--before", default=None,
+                        help="an earlier bench.csv: its depth rows are drawn dashed in depth.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -216,18 +249,18 @@ def main() -> None:
                                                                  else " MISSED")
             print(f"{name:<14}{label:<24}{1e3 * seconds:>9.2f}{ratio:>8.2f}{mark:>8}")
     if "mnist" in args.cases:
-        grid = optimizer_grid(False)
-        memory = {label: (peak_memory_cuda(grid[label], device) if device.type == "cuda"
-                          else peak_memory_cpu(grid[label], args.threads))
-                  for label in ("adam", "samt_e exact", "samt_e hypergradient")}
+        memory = {label: (peak_memory_cuda(opts, device) if device.type == "cuda"
+                          else peak_memory_cpu(opts, args.threads))
+                  for label, (opts, _) in MEMORY_CASES.items()}
         for label, peak in memory.items():
             ratio = peak / max(memory["adam"], 1)
-            print(f"memory {label:<22} peak +{peak / 2**20:7.1f} MiB  {ratio:5.2f}x Adam"
-                  + (f"  target {MEMORY_TARGET}" if label != "adam" else ""))
+            target = MEMORY_CASES[label][1]
+            print(f"memory {label:<32} peak +{peak / 2**20:6.2f} MiB {ratio:5.2f}x Adam"
+                  + ("" if target is None else f"  target {target}"
+                     + (" ok" if ratio <= target else " MISSED")))
             rows.append({"case": "mnist_mlp400_memory", "optimizer": label,
-                         "ms_per_iter": "", "ratio_to_adam": ratio,
-                         "target": MEMORY_TARGET if label != "adam" else "",
-                         "met": "" if label == "adam" else ratio <= MEMORY_TARGET})
+                         "ms_per_iter": "", "ratio_to_adam": ratio, "target": target or "",
+                         "met": "" if target is None else ratio <= target})
     if "runner" in args.cases:
         rows += runner_overhead(args.threads)
     with open(out / "bench.csv", "w", newline="") as fh:
@@ -235,7 +268,11 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     if "depth" in args.cases:
-        plot_depth(rows, out / "depth.png")
+        before = None
+        if args.before and Path(args.before).is_file():
+            with open(args.before, newline="") as fh:
+                before = list(csv.DictReader(fh))
+        plot_depth(rows, out / "depth.png", before)
     print(f"wrote {out / 'bench.csv'}" + (f" and {out / 'depth.png'}" if "depth" in args.cases
                                           else ""))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 
 from samt.holdout import without_inactive_val_keys
 from samt.run_folder import FolderLock, RunFolderError
+from samt.tracking import TENSORBOARD_DIR
 from samt.train.records import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -31,7 +33,7 @@ RESULT_FILES = ("metrics.csv", "summary.json", CHECKPOINT, "learning_curves.png"
 # Keys that do not change a run's numbers: they may differ between a run and its resumption.
 # ``tuning`` is the experiment presets' protocol block, read by scripts/reproduce.py only.
 IGNORED_KEYS = ("progress", "resume", "data.root", "data.download", "device.threads",
-                "eval_batch_size", "tuning")
+                "eval_batch_size", "tuning", "logger")
 FINAL_STATUSES = ("completed", "diverged")
 # What a checkpoint must hold (besides ``format``), with the type of each value.
 CHECKPOINT_KEYS: dict[str, type] = {"epoch": int, "config": dict, "device": str, "model": dict,
@@ -206,3 +208,4 @@ def clear_results(run_dir: Path) -> None:
     """Remove a previous run's result files (a fresh start in an existing folder)."""
     for name in (*RESULT_FILES, f".{CHECKPOINT}.tmp", f".{SAMT_META}.tmp"):
         (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)  # logger=tensorboard events

@@ -9,6 +9,7 @@ leave no result files.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from samt.run_folder import (
     STATUS_INTERRUPTED,
     STATUS_RUNNING,
 )
+from samt.tracking import make_tracker
 from samt.train.checkpoint import (
     CHECKPOINT,
     FORMAT,
@@ -57,6 +59,7 @@ from samt.train.seeding import (
 from samt.validation import RUNNER_KEYS, ConfigError, validate_against_data
 
 # Errors in what the user asked for (config, data, run folder): one message, no result files.
+LOG = logging.getLogger("samt.run")  # Hydra writes it to <run folder>/cli.log
 USER_ERRORS = (ConfigError, DataError, ModelConfigError, SAMTModelError, RunFolderError,
                CheckpointError)
 
@@ -105,7 +108,13 @@ class Run:
     def __init__(self, cfg: dict[str, Any], run_dir: Path,
                  log: Callable[[str], None] | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.log = log or (lambda message: None)
+        printer = log or (lambda message: None)
+
+        def say(message: str) -> None:  # the console (samt-run prints it) and the run's log
+            printer(message)
+            LOG.info("%s", message)
+
+        self.log = say
         self.rows: list[dict] = []
         self.summary: dict[str, Any] = base_summary(cfg)
         self.outcome: str | None = None
@@ -164,6 +173,13 @@ class Run:
                                    "val_seed": val_seed if self.data.has_val else None,
                                    "train_size_before_hold_out": int(loaded.x_train.shape[0])},
                             resumed_from=[])
+        s = self.summary
+        LOG.info("run folder %s", self.run_dir)
+        LOG.info("config:\n%s", OmegaConf.to_yaml(OmegaConf.create(cfg)).rstrip())
+        LOG.info("data %s: %d train / %d validation / %d test examples; model %s with %d "
+                 "parameters; optimizer %s; device %s; seed %s", s["dataset"], s["train_size"],
+                 s["val_size"], s["test_size"], s["model"], s["num_params"], s["label"],
+                 s["device"], s["seed"])
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -303,6 +319,9 @@ class Run:
         if plan.kind == "fresh":
             clear_results(self.run_dir)
             OmegaConf.save(OmegaConf.create(self.cfg), self.run_dir / "config.yaml")
+        LOG.info("%s after epoch %d", "resuming" if plan.kind != "fresh" else "starting",
+                 self.start_epoch - 1)
+        self.tracker = make_tracker(str(self.cfg.get("logger") or "none"), self.run_dir)
         try:
             self.write()
             self._loop()
@@ -311,14 +330,18 @@ class Run:
             self.summary.update(status=STATUS_DIVERGED, error=str(exc))
         except BaseException as exc:
             self._record_stop(exc)
+            LOG.error("run stopped: %s", self.summary.get("error"))
             try:
                 self.write(final=True)
             except Exception as write_exc:  # e.g. the disk is still full: keep the real error
-                print(f"samt-run: warning: the failure could not be recorded in "
-                      f"{self.run_dir}: {type(write_exc).__name__}: {write_exc}",
-                      file=sys.stderr)
+                _warn(f"the failure could not be recorded in {self.run_dir}: "
+                      f"{type(write_exc).__name__}: {write_exc}")
             raise
+        finally:
+            self.tracker.close()
         self.write(final=True)
+        LOG.info("run %s after %s epochs (%.1f s of training)", self.summary["status"],
+                 self.summary.get("epochs_completed"), self.wall_time)
         return self.summary
 
     def _record_stop(self, exc: BaseException) -> None:
@@ -350,6 +373,8 @@ class Run:
                     raise
                 self.write()
                 last = self.rows[-1]
+                self.tracker.log_row(last)
+                LOG.info("%s", epoch_line(last, epochs, self.summary.get("metric")))
                 bar.set_postfix(epoch=epoch, test=f"{last['test_metric']:.3f}",
                                 loss=f"{last['train_loss']:.4f}")
 
@@ -385,8 +410,7 @@ class Run:
             try:
                 self.plot()
             except Exception as exc:  # a plot must never change a run's status
-                print(f"samt-run: warning: plots not written: {type(exc).__name__}: {exc}",
-                      file=sys.stderr)
+                _warn(f"plots not written: {type(exc).__name__}: {exc}")
         self._write_summary()
 
     def _save_meta(self) -> None:
@@ -396,8 +420,7 @@ class Run:
         try:
             optimizer.save_meta(self.run_dir / SAMT_META)
         except Exception as exc:  # checkpoint.pt holds the same meta-parameters
-            print(f"samt-run: warning: {SAMT_META} not written: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            _warn(f"{SAMT_META} not written: {type(exc).__name__}: {exc}")
 
     def _write_summary(self) -> None:
         write_json(self.run_dir / "summary.json", self.summary)
@@ -429,8 +452,26 @@ class Run:
                 self.plot(rows, num_blocks)
                 self.log(f"{self.run_dir}: plots were missing; written again from metrics.csv")
         except Exception as exc:
-            print(f"samt-run: warning: plots not written: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            _warn(f"plots not written: {type(exc).__name__}: {exc}")
+
+
+def _warn(message: str) -> None:
+    """A warning on the console (stderr) and in the run's log."""
+    print(f"samt-run: warning: {message}", file=sys.stderr)
+    LOG.warning("%s", message)
+
+
+def epoch_line(row: dict[str, Any], epochs: int, metric: str | None) -> str:
+    """``epoch 3/20: train loss 0.1234, test accuracy 97.12, val accuracy 97.40, 4.1 s``."""
+    name = metric or "metric"
+    parts = [f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4g}",
+             f"test {name} {row['test_metric']:.4g}"]
+    if _finite(row.get("val_metric")):
+        parts.append(f"val {name} {row['val_metric']:.4g}")
+    parts.append(f"{row['epoch_time_s']:.1f} s")
+    if row.get("skipped"):
+        parts.append(f"{int(row['skipped'])} skipped iterations")
+    return ", ".join(parts)
 
 
 def _finite(value: Any) -> bool:
