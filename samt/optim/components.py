@@ -11,14 +11,7 @@ import math
 import torch
 from torch import nn
 
-from samt.optim.choices import (  # noqa: F401  (re-exported: the pieces' allowed values)
-    COMBINES,
-    FEATURE_NAMES,
-    META_MODES,
-    ORDERS,
-    PROJECTIONS,
-    STEP_TYPES,
-)
+from samt.optim.choices import FEATURE_NAMES, PROJECTIONS, STEP_TYPES
 
 # --- step shapes -------------------------------------------------------------------------------
 

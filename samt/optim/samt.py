@@ -37,13 +37,16 @@ import torch
 from torch import nn
 
 from samt.optim.blocks import Block, PassContext, split_blocks
-from samt.optim.components import (
+from samt.optim.choices import (
     COMBINES,
     FEATURE_NAMES,
     META_MODES,
+    META_OPTIMIZERS,
     ORDERS,
     PROJECTIONS,
     STEP_TYPES,
+)
+from samt.optim.components import (
     EtaModel,
     combine,
     feature_indices,
@@ -148,7 +151,7 @@ class SAMT:
         _check_choice("combine", combine, COMBINES)
         _check_choice("meta_mode", meta_mode, META_MODES)
         _check_choice("order", order, ORDERS)
-        _check_choice("meta_optimizer", meta_optimizer, ("adam", "sgd"))
+        _check_choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
         if not 0.0 <= eta_min < eta_max:
             raise ValueError(
                 f"need 0 <= eta_min < eta_max, got eta_min={eta_min}, eta_max={eta_max}")
