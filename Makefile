@@ -6,8 +6,16 @@ DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
 .PHONY: help install data test test-data test-slow lint run bench bench-runner table-mnist table-cifar \
-	table-regression ablations transfer ablation-features ablation-groups report clean
+	table-regression table-smoke ablations transfer ablation-features ablation-groups report \
+	test-launchers clean
+# Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
+# local_parallel (joblib, JOBS runs at a time, one thread each), submitit_local, slurm, basic.
+# ARGS: overrides for every run and stage, e.g. ARGS='device=cuda hydra.launcher.partition=gpu'
+# (docs/tuning.md#stages-through-hydra-launchers).
 JOBS ?= 2
+LAUNCHER ?= local_parallel
+ARGS ?=
+REPRODUCE = $(BIN)/python scripts/reproduce.py --launcher $(LAUNCHER) --jobs $(JOBS)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,33 +38,39 @@ test-data:  ## every test that reads real datasets from $(DATA_ROOT), slow runs 
 test-slow:  ## long end-to-end runs on the real data
 	$(BIN)/python -m pytest -m slow
 
+test-launchers:  ## the smoke table through submitit_local and joblib: same choices and tables (~3 min)
+	$(BIN)/python -m pytest -m slow tests/test_reproduce_launchers.py
+
 lint:  ## ruff
-	$(BIN)/ruff check samt tests scripts
+	$(BIN)/ruff check samt tests scripts hydra_plugins
 
 run:  ## the paper's headline run (MNIST, MLP-400)
 	$(BIN)/samt-run
 
-table-mnist:  ## paper table: MNIST + Fashion-MNIST, MLP-400 (grid, seeds, report -> results/)
-	$(BIN)/python scripts/reproduce.py mnist_mlp --jobs $(JOBS)
+table-smoke:  ## a 10-run table on digits to check a LAUNCHER end to end (-> outputs/smoke/)
+	$(REPRODUCE) smoke --runs outputs/smoke/runs --out outputs/smoke/report $(ARGS)
+
+table-mnist:  ## paper table: MNIST + Fashion-MNIST, MLP-400 (grid, seeds, report -> results/; LAUNCHER, JOBS, ARGS)
+	$(REPRODUCE) mnist_mlp $(ARGS)
 
 table-cifar:  ## paper claim: CIFAR-10/100 CNN (needs the CIFAR files / internet)
-	$(BIN)/python scripts/reproduce.py cifar_cnn --jobs $(JOBS)
+	$(REPRODUCE) cifar_cnn $(ARGS)
 
 table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
-	$(BIN)/python scripts/reproduce.py regression --jobs $(JOBS)
+	$(REPRODUCE) regression $(ARGS)
 
 ablations:  ## step types S/E/R/C and the combine ablation on Fashion-MNIST
-	$(BIN)/python scripts/reproduce.py step_types --jobs $(JOBS)
-	$(BIN)/python scripts/reproduce.py ablation_combine --jobs $(JOBS)
+	$(REPRODUCE) step_types $(ARGS)
+	$(REPRODUCE) ablation_combine $(ARGS)
 
 transfer:  ## eta-model transfer: SAMT-E on MNIST from Fashion-MNIST eta models vs fresh
-	$(BIN)/python scripts/reproduce.py transfer --jobs $(JOBS)
+	$(REPRODUCE) transfer $(ARGS)
 
 ablation-features:  ## SAMT-E with each of the five gradient features removed (Fashion-MNIST)
-	$(BIN)/python scripts/reproduce.py features --jobs $(JOBS)
+	$(REPRODUCE) features $(ARGS)
 
 ablation-groups:  ## SAMT-E blocks of 1, 2 or all layers on a 4-hidden-layer MLP (Fashion-MNIST)
-	$(BIN)/python scripts/reproduce.py grouped_blocks --jobs $(JOBS)
+	$(REPRODUCE) grouped_blocks $(ARGS)
 
 report:  ## re-aggregate every reproduced table from its runs/ folder into results/
 	for d in runs/*/final; do n=$$(basename $$(dirname $$d)); \

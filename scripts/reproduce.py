@@ -1,6 +1,7 @@
 """Reproduce a paper table by the tuning protocol of docs/tuning.md, then report it.
 
-    python scripts/reproduce.py EXPERIMENT [HYDRA_OVERRIDE ...] [--jobs N] [--out DIR]
+    python scripts/reproduce.py EXPERIMENT [OVERRIDE ...] [--launcher NAME] [--jobs N]
+                                [--out DIR] [--runs DIR] [--dry-run]
 
 0. Source (only when the preset's ``tuning`` block has a ``source``): one run whose folder the
    variants' overrides can name as ``{source}``, e.g. ``optimizer.meta_init={source}`` for
@@ -25,21 +26,37 @@ adds Hydra overrides, and the run's ``optimizer.label`` is the variant's name, e
 ``samt_e_no_norm: {optimizer: samt_e, key: eta0, grid: [0.1], overrides:
 ["optimizer.features=[mean,var,max,min]"]}``. A grid of one value means no grid runs.
 
-Runs go to ``runs/EXPERIMENT/{source,grid,final}/...``; a run whose folder already holds a
-completed ``summary.json`` is not run again, so an interrupted reproduction continues where it
-stopped. Extra arguments are Hydra overrides for every run, e.g. ``epochs=3`` for a quick CPU
-check.
+Each stage (the source, the grid, each round of edge extensions, the finals) is **one Hydra
+multirun** (``samt-run -m hydra/sweeper=job_list ...``: the stage's jobs, listed in
+``runs/EXPERIMENT/stages/<stage>.yaml``, go to the launcher as one batch) through
+``hydra/launcher=<--launcher>``: ``local_parallel`` (default: joblib, ``--jobs`` at a time),
+``submitit_local``, ``slurm`` (one array job per stage), ``basic`` (one after the other, in
+one process). The choice between stages reads run folders only. Runs go to
+``runs/EXPERIMENT/{source,grid,final}/<run name>`` (``hydra.sweep.dir`` is the stage folder,
+``hydra.sweep.subdir`` the run's name); a run whose folder already holds a finished
+``summary.json`` is not launched again, so an interrupted reproduction continues where it
+stopped (and ``samt-run``'s ``resume=auto`` skips or resumes any run launched twice). Each
+stage's command is appended to ``runs/EXPERIMENT/stages/<stage>.command`` and its output to
+``<stage>.log``.
+
+Extra arguments are Hydra overrides for every run, e.g. ``epochs=3`` for a quick CPU check;
+``device=cuda`` runs every job on the GPU (default ``device=cpu device.threads=1``: one thread
+per job). Overrides of ``hydra.*`` (``hydra.launcher.partition=gpu``) go to every stage's
+multirun command only. ``--dry-run`` prints each stage's command, its jobs and the launcher's
+config (for SLURM: the sbatch parameters) and runs nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +65,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
-RUN = [sys.executable, "-c", "from samt.cli import run_main; run_main()"]
+RUN = [sys.executable, "-c", "from samt.cli import run_main; run_main()"]  # samt-run, cwd REPO
+LAUNCHER = "local_parallel"   # conf/hydra/launcher/local_parallel.yaml (joblib)
+JOBLIB_LAUNCHERS = ("local_parallel", "joblib")   # take --jobs as hydra.launcher.n_jobs
 SOURCE = "{source}"   # placeholder in a variant's overrides: the source run's folder
 MAX_EXTENSIONS = 3    # default of tuning.max_extensions: edge extensions per dataset and variant
 
@@ -68,15 +87,50 @@ class Variant:
 
 @dataclass(frozen=True)
 class Job:
-    """One ``samt-run`` invocation: its run folder and its overrides."""
+    """One run of a stage: its folder, its own overrides (``args``: one entry of the stage's
+    job list) and the overrides every job of the stage shares (``common``: the multirun's
+    command line)."""
 
     folder: Path
     args: tuple[str, ...]
+    common: tuple[str, ...] = ()
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """Everything the run composes with, in the order the job-list sweeper applies it."""
+        return (*self.args, *self.common)
+
+
+def is_hydra_override(override: str) -> bool:
+    """Whether ``override`` sets Hydra's own config (``hydra.launcher.partition=gpu``,
+    ``hydra/launcher=slurm``): it goes to the stages' multirun commands, not to the runs."""
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(run overrides, Hydra overrides) of the command line."""
+    return ([o for o in overrides if not is_hydra_override(o)],
+            [o for o in overrides if is_hydra_override(o)])
+
+
+def device_args(overrides: list[str]) -> list[str]:
+    """The device the runs get: the user's ``device=...`` when given, else ``device=cpu``;
+    ``device.threads=1`` (one thread per job) only for ``cpu`` and ``auto`` and only when the
+    user set no ``device.threads``. ``device=cuda`` is left as it is (its config has no
+    ``threads``)."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("device=")]
+    out = [] if chosen else ["device=cpu"]
+    device = chosen[-1] if chosen else "cpu"
+    if device in ("cpu", "auto") and not any(
+            o.lstrip("+").startswith("device.threads=") for o in overrides):
+        out.append("device.threads=1")
+    return out
 
 
 def load_protocol(experiment: str, overrides: list[str]) -> dict:
     """The preset's ``tuning`` block (with the overrides applied), checked by
     ``check_protocol`` against the composed config's ``data.val_fraction``."""
+    overrides, _ = split_overrides(overrides)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={experiment}", *overrides])
     tuning = OmegaConf.to_container(cfg.tuning, resolve=True)
@@ -148,9 +202,10 @@ def _override_value(path: Path) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _common(folder: Path, overrides: list[str]) -> list[str]:
-    return ["progress=false", "device=cpu", "device.threads=1", f"hydra.run.dir={folder}",
-            *overrides]
+def _common(experiment: str, overrides: list[str]) -> tuple[str, ...]:
+    """The overrides every run of a reproduction shares (a stage's multirun command line)."""
+    overrides, _ = split_overrides(overrides)
+    return (f"experiment={experiment}", "progress=false", *device_args(overrides), *overrides)
 
 
 def source_job(experiment: str, protocol: dict, runs: Path, overrides: list[str]) -> Job | None:
@@ -159,10 +214,9 @@ def source_job(experiment: str, protocol: dict, runs: Path, overrides: list[str]
     if folder is None:
         return None
     src = protocol["source"]
-    args = [f"experiment={experiment}", f"dataset={src['dataset']}",
-            f"optimizer={src['optimizer']}", f"seed={src['seed']}",
-            *_common(folder, overrides), *(src.get("overrides") or ())]
-    return Job(folder, tuple(args))
+    args = [f"dataset={src['dataset']}", f"optimizer={src['optimizer']}", f"seed={src['seed']}",
+            *(src.get("overrides") or ())]
+    return Job(folder, tuple(args), _common(experiment, overrides))
 
 
 def job(root: Path, experiment: str, dataset: str, variant: Variant, value, seed: int,
@@ -180,11 +234,11 @@ def job(root: Path, experiment: str, dataset: str, variant: Variant, value, seed
                                  f"{SOURCE} but the preset has no tuning.source")
             override = override.replace(SOURCE, _override_value(source))
         extra.append(override)
-    args = [f"experiment={experiment}", f"dataset={dataset}", f"optimizer={variant.optimizer}",
+    args = [f"dataset={dataset}", f"optimizer={variant.optimizer}",
             f"optimizer.{variant.key}={value}",
             *(f"optimizer.{k}={value * r:g}" for k, r in variant.tied.items()),
-            *extra, f"seed={seed}", *_common(folder, overrides)]
-    return Job(folder, tuple(args))
+            *extra, f"seed={seed}"]
+    return Job(folder, tuple(args), _common(experiment, overrides))
 
 
 def grid_job(experiment: str, protocol: dict, runs: Path, overrides: list[str], dataset: str,
@@ -229,29 +283,101 @@ def completed(folder: Path) -> bool:
     return summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"
 
 
-def launch(job: Job, log: list[str]) -> subprocess.Popen | None:
-    """Start one run in the background unless its folder already holds a completed run."""
-    if completed(job.folder):
-        return None
-    log.append("samt-run " + " ".join(shlex.quote(a) for a in job.args))
-    job.folder.parent.mkdir(parents=True, exist_ok=True)
-    out = open(job.folder.parent / f"{job.folder.name}.log", "w")  # noqa: SIM115 (child closes)
-    return subprocess.Popen([*RUN, *job.args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+def run_commands(folders: list[Path]) -> list[str]:
+    """The command of each run, read back from its folder's ``.hydra/overrides.yaml``: the
+    single ``samt-run`` that reproduces (or, finished, skips) it."""
+    lines = []
+    for folder in folders:
+        where = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
+        record = folder / ".hydra" / "overrides.yaml"
+        if not record.is_file():
+            lines.append(f"# {where}: no .hydra/overrides.yaml (not run)")
+            continue
+        overrides = [str(o) for o in OmegaConf.load(record)]
+        lines.append("samt-run " + " ".join(shlex.quote(o) for o in overrides)
+                     + f" hydra.run.dir={shlex.quote(_override_value(where))}")
+    return lines
 
 
-def run_all(jobs: list[Job], workers: int, log: list[str]) -> None:
-    """Run the jobs, ``workers`` at a time, each on one thread."""
-    running: list[subprocess.Popen] = []
-    for job in jobs:
-        while len(running) >= workers:
-            running[0].wait()
-            running = [p for p in running if p.poll() is None]
-        proc = launch(job, log)
-        if proc is not None:
-            running.append(proc)
-        print(f"  {job.folder.name}: {'running' if proc else 'done before'}", flush=True)
-    for proc in running:
-        proc.wait()
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run (completed or diverged): not launched again."""
+    summary = folder / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("status") in (
+        "completed", "diverged")
+
+
+@dataclass
+class Stages:
+    """How the stages run: one Hydra multirun each, through ``launcher``; records (job lists,
+    commands, logs) in ``records``."""
+
+    launcher: str = LAUNCHER
+    jobs: int = 2                   # --jobs: joblib's n_jobs
+    hydra: tuple[str, ...] = ()     # the user's hydra.* overrides, for every stage
+    records: Path = Path("stages")
+    dry_run: bool = False
+
+    def jobs_file(self, name: str) -> Path:
+        return self.records / f"{name}.yaml"
+
+    def argv(self, name: str, jobs: list[Job]) -> list[str]:
+        """The stage's ``samt-run -m`` arguments (after ``samt-run``): every job's folder is
+        ``hydra.sweep.dir`` (the stage folder) / ``hydra.sweep.subdir`` (set per job)."""
+        (sweep_dir,) = {j.folder.parent for j in jobs}
+        (common,) = {j.common for j in jobs}
+        n_jobs = [f"hydra.launcher.n_jobs={self.jobs}"] if self.launcher in JOBLIB_LAUNCHERS \
+            else []
+        return ["-m", "hydra/sweeper=job_list",
+                f"hydra.sweeper.jobs={_override_value(self.jobs_file(name))}",
+                f"hydra/launcher={self.launcher}", *n_jobs,
+                f"hydra.sweep.dir={_override_value(sweep_dir)}", *self.hydra, *common]
+
+    @staticmethod
+    def job_list(jobs: list[Job]) -> list[list[str]]:
+        """The sweeper's job list: each job's own overrides and its folder name."""
+        return [[*j.args, f"hydra.sweep.subdir={j.folder.name}"] for j in jobs]
+
+    def run(self, name: str, jobs: list[Job]) -> None:
+        """Run the stage's unfinished jobs as one multirun (nothing when all are finished)."""
+        pending = [j for j in jobs if not finished(j.folder)]
+        print(f"{name}: {len(jobs)} run(s), {len(jobs) - len(pending)} finished before",
+              flush=True)
+        if not pending:
+            return
+        argv = self.argv(name, pending)
+        command = "samt-run " + " ".join(shlex.quote(a) for a in argv)
+        if self.dry_run:
+            print(f"  {command}\n  {self.jobs_file(name)}:\n"
+                  + textwrap.indent(OmegaConf.to_yaml(self.job_list(pending)), "    "),
+                  end="", flush=True)
+            return
+        self.records.mkdir(parents=True, exist_ok=True)
+        self.jobs_file(name).write_text(OmegaConf.to_yaml(self.job_list(pending)))
+        with open(self.records / f"{name}.command", "a") as out:
+            out.write(command + "\n")
+        log = self.records / f"{name}.log"
+        print(f"  {command}\n  log: {log}", flush=True)
+        with open(log, "w") as out:
+            rc = subprocess.run([*RUN, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=REPO).returncode
+        wrote = [j for j in pending if (j.folder / "summary.json").is_file()]
+        if not wrote:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise SystemExit(f"{name}: the multirun (exit {rc}) left no summary.json in any of "
+                             f"its {len(pending)} run folder(s); end of {log}:\n{tail}")
+        if rc != 0:
+            print(f"  {name}: samt-run exited {rc} ({len(pending) - len(wrote)} run(s) without "
+                  f"a summary); see {log}", flush=True)
+
+
+def launcher_config(stages: Stages, job: Job) -> str:
+    """The launcher's config as a stage composes it (``--dry-run``): for SLURM, the sbatch
+    parameters (partition, time, GPUs, array parallelism)."""
+    argv = stages.argv("final", [job])[1:]  # without -m
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*job.args, *argv],
+                      return_hydra_config=True)
+    return OmegaConf.to_yaml(cfg.hydra.launcher)
 
 
 def grid_score(folder: Path) -> tuple[float | None, bool | None]:
@@ -381,63 +507,112 @@ def tuning_lines(protocol: dict, tunings: list[Tuning], epochs: object) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides for every run (hydra.* ones: for every stage)")
+    parser.add_argument("--launcher", default=LAUNCHER,
+                        help="hydra/launcher of every stage: local_parallel (default, joblib), "
+                             "submitit_local, slurm, basic")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs at a time with local_parallel (one thread each on the CPU)")
     parser.add_argument("--out", default=None, help="report folder (default results/EXPERIMENT)")
     parser.add_argument("--runs", default=None, help="run folders (default runs/EXPERIMENT)")
-    args = parser.parse_args()
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each stage's multirun command, its jobs and the launcher's "
+                             "config; run nothing")
+    args = parser.parse_intermixed_args()
     protocol = load_protocol(args.experiment, args.overrides)
     runs = Path(args.runs or REPO / "runs" / args.experiment).resolve()
     out = Path(args.out or REPO / "results" / args.experiment).resolve()
-    log: list[str] = []
     experiment, overrides = args.experiment, args.overrides
+    stages = Stages(launcher=args.launcher, jobs=args.jobs,
+                    hydra=tuple(split_overrides(overrides)[1]), records=runs / "stages",
+                    dry_run=args.dry_run)
     lines: list[str] = []
+    folders: dict[str, list[Path]] = {"source": [], "grid": [], "final": []}
 
     source = source_job(experiment, protocol, runs, overrides)
     if source is not None:
-        print(f"source: {source.folder}")
-        run_all([source], 1, log)
-        if not completed(source.folder):
-            raise SystemExit(f"the source run did not complete; see {source.folder}.log and "
-                             f"{source.folder}/summary.json")
+        stages.run("source", [source])
+        if not completed(source.folder) and not args.dry_run:
+            raise SystemExit(f"the source run did not complete; see {source.folder}/summary.json "
+                             f"and {stages.records / 'source.log'}")
+        folders["source"].append(source.folder)
         lines += [f"Source run (its folder is `{SOURCE}` in the variants' overrides): "
                   f"`{source.folder.name}`", ""]
 
-    print(f"grid: {runs / 'grid'}")
+    rounds = itertools.count()
     tunings = tune(experiment, protocol, runs, overrides,
-                   lambda jobs: run_all(jobs, args.jobs, log))
+                   lambda jobs: stages.run(f"grid_{next(rounds)}", jobs))
     chosen: dict[tuple[str, str], object] = {
         (d, v.name): v.grid[0] for d in protocol["datasets"] for v in variants(protocol)
         if len(v.grid) == 1}
     for t in tunings:
+        folders["grid"] += [grid_job(experiment, protocol, runs, overrides, t.dataset,
+                                     t.variant, value).folder for value in t.grid]
         if t.chosen is None:
-            print(f"  {t.dataset} {t.variant.name}: every grid run failed; skipped")
+            if args.dry_run:  # nothing ran: plan the finals at the grid's first value
+                chosen[(t.dataset, t.variant.name)] = t.grid[0]
+            else:
+                print(f"  {t.dataset} {t.variant.name}: every grid run failed; skipped")
         else:
             chosen[(t.dataset, t.variant.name)] = t.chosen
     epochs = next((a.split("=", 1)[1] for a in reversed(overrides) if a.startswith("epochs=")),
                   "the preset's")
     lines += tuning_lines(protocol, tunings, epochs)
 
-    print(f"final: {runs / 'final'}")
-    run_all(final_jobs(experiment, protocol, runs, overrides, chosen), args.jobs, log)
+    finals = final_jobs(experiment, protocol, runs, overrides, chosen)
+    folders["final"] = [j.folder for j in finals]
+    stages.run("final", finals)
+    if args.dry_run:
+        print(f"(dry run: finals at the first grid value; the choice needs the grid runs)\n"
+              f"hydra.launcher of every stage ({args.launcher}):\n"
+              + launcher_config(stages, finals[0]))
+        return
 
     subprocess.run([sys.executable, "-m", "samt.report.cli", str(runs / "final"), "--out",
                     str(out), "--columns", "per-row"], check=True)
     command = " ".join(["python scripts/reproduce.py", args.experiment, *args.overrides])
     splits = protocol.get("splits")
-    finals = (f"seeds {protocol['seeds']}" + (f" on splits {splits}" if splits else ""))
+    seeds = (f"seeds {protocol['seeds']}" + (f" on splits {splits}" if splits else ""))
     table = out / "significance.md"  # written by samt-report after the choice
     (out / "tuning.md").write_text(
         f"# Tuning record: {args.experiment}\n\nReproduce: `{command}`\n\n"
         "Protocol: docs/tuning.md. Grid runs choose each optimizer's step size per dataset by "
         "the final **validation** metric (a held-out part of the training set, "
         "`data.val_fraction`); the test set is read only for the final runs, which use other "
-        f"seeds ({finals}).\n\n## Grid (validation)\n\n" + "\n".join(lines)
+        f"seeds ({seeds}).\n\n## Grid (validation)\n\n" + "\n".join(lines)
         + "\n\n## Final runs (test)\n\n"
         + (table.read_text() if table.is_file() else "See report.md (fewer than two final "
            "runs per optimizer: no significance table).\n")
-        + "\nRuns launched by this invocation:\n\n```\n" + "\n".join(log) + "\n```\n")
+        + commands_section(stages, folders))
     print(f"report: {out}")
+
+
+def _stage_order(name: str) -> tuple[int, int]:
+    """source, grid_0, grid_1, ..., final."""
+    if name.startswith("grid_") and name[5:].isdigit():
+        return 1, int(name[5:])
+    return {"source": 0, "final": 2}.get(name, 3), 0
+
+
+def commands_section(stages: Stages, folders: dict[str, list[Path]]) -> str:
+    """tuning.md's record of how every run of the table was launched: each stage's multirun
+    command (every invocation's, from ``stages/<stage>.command``) and each run's own command
+    (from its ``.hydra/overrides.yaml``), whichever invocation ran it."""
+    text = ("\n## Commands\n\nEach stage is one Hydra multirun over the jobs listed in its "
+            f"`{stages.records.name}/<stage>.yaml` (docs/tuning.md). Stage commands, as "
+            "launched:\n\n```\n")
+    recorded = sorted(stages.records.glob("*.command"), key=lambda f: _stage_order(f.stem))
+    text += "".join(f"# {f.stem}\n{f.read_text()}" for f in recorded) or "(none recorded)\n"
+    total = sum(len(v) for v in folders.values())
+    text += (f"```\n\nEvery run of the table ({total}), as the single `samt-run` that "
+             "reproduces it (read from its folder's `.hydra/overrides.yaml`; a finished run "
+             "is skipped):\n")
+    for stage, paths in folders.items():
+        if paths:
+            text += f"\n{stage} ({len(paths)}):\n\n```\n" + "\n".join(run_commands(paths)) \
+                + "\n```\n"
+    return text
 
 
 if __name__ == "__main__":

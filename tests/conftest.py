@@ -42,6 +42,23 @@ def shared_data_root() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _restore_logging():
+    """In-process ``samt-run`` calls let Hydra configure the root logger (a console handler on
+    the test's captured, later closed, stdout; the job's file handler): undo that after each
+    test, so that the next test's log calls do not write into closed streams."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in before and type(handler).__name__ != "LogCaptureHandler":
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     """Tiny models run fastest (and never oversubscribe the CPU) on one thread."""
     import torch

@@ -60,8 +60,8 @@ def test_preset_composes_and_plans_unique_valid_runs(experiment, tmp_path, monke
         for v in reproduce.variants(protocol):
             job = reproduce.job(runs / "final", experiment, protocol["datasets"][0], v,
                                 v.grid[0], protocol["seeds"][0], [], source)
-            args = [a for a in job.args if not a.startswith("hydra.")]
-            cfg = resolve_config(compose(config_name="config", overrides=args))
+            assert not any(a.startswith("hydra.") for a in job.overrides)
+            cfg = resolve_config(compose(config_name="config", overrides=list(job.overrides)))
             validate_config(cfg)
             assert cfg["optimizer"]["label"] == v.name
             assert (f"optimizer.label={v.name}" in job.args) == v.is_variant
@@ -73,10 +73,12 @@ def test_plain_entries_plan_the_documented_runs(tmp_path):
     protocol = reproduce.load_protocol("mnist_mlp", [])
     jobs = reproduce.grid_jobs("mnist_mlp", protocol, tmp_path, ["epochs=3"])
     job = next(j for j in jobs if j.folder.name == "mnist_samt_e_eta_max0.316_s100")
-    assert job.args == ("experiment=mnist_mlp", "dataset=mnist", "optimizer=samt_e",
-                        "optimizer.eta_max=0.316", "optimizer.eta0=0.0948", "seed=100",
-                        "progress=false", "device=cpu", "device.threads=1",
-                        f"hydra.run.dir={job.folder}", "epochs=3")
+    assert job.args == ("dataset=mnist", "optimizer=samt_e", "optimizer.eta_max=0.316",
+                        "optimizer.eta0=0.0948", "seed=100")
+    # Shared by every job of a stage: the multirun's command line (device: one CPU thread).
+    assert job.common == ("experiment=mnist_mlp", "progress=false", "device=cpu",
+                          "device.threads=1", "epochs=3")
+    assert job.folder == tmp_path / "grid" / "mnist_samt_e_eta_max0.316_s100"
     assert {"schedulefree_adamw", "prodigy", "hypergradient_sgd"} <= set(protocol["optimizers"])
     assert all(len(spec["grid"]) == 5 for spec in protocol["optimizers"].values())
 
@@ -97,7 +99,7 @@ def test_variant_presets_set_what_they_ablate(tmp_path):
     runs = tmp_path / "runs"
     source = reproduce.source_job("transfer", transfer, runs, ["epochs=2"])
     assert source.folder == runs / "source" / "digits_samt_e_s100"
-    assert "dataset=digits" in source.args and "epochs=2" in source.args
+    assert "dataset=digits" in source.args and "epochs=2" in source.overrides
     finals = reproduce.final_jobs("transfer", transfer, runs, [])
     moved = [j for j in finals if "optimizer.label=samt_e_transfer" in j.args]
     assert moved and all(f"optimizer.meta_init={source.folder}" in j.args for j in moved)
