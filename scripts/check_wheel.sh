@@ -40,7 +40,8 @@ case "$where" in
   "$NEW_SITE"/samt/*" $NEW_SITE/samt/conf") ;;
   *) echo "samt was not imported from the wheel's install ($NEW_SITE)" >&2; exit 1 ;;
 esac
-"$WORK/venv/bin/samt-run" --help | head -3
+"$WORK/venv/bin/samt-run" --help > help.txt  # a file, not a pipe: head would close it early
+head -3 help.txt
 env -u SAMT_DATA_ROOT "$WORK/venv/bin/samt-run" dataset=digits epochs=1 progress=false \
   device=cpu hydra.run.dir=run
 "$WORK/venv/bin/python" - <<'PYEOF'
