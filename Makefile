@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
-.PHONY: help install data test test-data test-slow lint run bench bench-runner table-mnist table-cifar \
+.PHONY: help install data test test-data test-slow test-full lint run bench bench-runner table-mnist table-cifar \
 	table-regression table-smoke ablations transfer ablation-features ablation-groups report \
 	test-launchers clean
 # Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
@@ -35,8 +35,11 @@ test:  ## fast offline test suite
 test-data:  ## every test that reads real datasets from $(DATA_ROOT), slow runs included
 	$(BIN)/python -m pytest -m real_data
 
-test-slow:  ## long end-to-end runs on the real data
+test-slow:  ## long end-to-end runs (real processes, signals, launchers, real data)
 	$(BIN)/python -m pytest -m slow
+
+test-full:  ## what `make test` leaves out: every slow and every real-data test
+	$(BIN)/python -m pytest -m "slow or real_data"
 
 test-launchers:  ## the smoke table through submitit_local and joblib: same choices and tables (~3 min)
 	$(BIN)/python -m pytest -m slow tests/test_reproduce_launchers.py

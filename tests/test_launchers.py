@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 CLI = [sys.executable, "-c", "from samt.cli import run_main; run_main()"]
 
 
+@pytest.mark.slow  # real processes, about 10-25 s: make test-slow
 def test_local_parallel_launcher_runs_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "JOBS": "2", "OMP_NUM_THREADS": "1", "SAMT_DATA_ROOT": str(tmp_path)}

@@ -81,6 +81,7 @@ SLOW_SETUP = ("import time\n"
               "run_main()\n")
 
 
+@pytest.mark.slow  # real processes, about 10-25 s: make test-slow
 def test_a_refused_second_writer_leaves_the_first_runs_folder(tmp_path, capsys):
     out = tmp_path / "two"
     args = _args(tmp_path, "optimizer=sgd", "epochs=2", f"hydra.run.dir={out}")

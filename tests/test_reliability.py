@@ -113,6 +113,7 @@ def _stop_during_epoch_2(proc: subprocess.Popen, out: Path, sig: int) -> None:
     proc.wait(timeout=60)
 
 
+@pytest.mark.slow  # real processes, about 10-25 s: make test-slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, reference):
     proc, out, args = _start(tmp_path)
     _stop_during_epoch_2(proc, out, signal.SIGKILL)
@@ -127,6 +128,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, re
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # real processes, about 10-25 s: make test-slow
 def test_sigint_stops_cleanly_as_interrupted_and_resumes_exactly(tmp_path, reference):
     proc, out, args = _start(tmp_path)
     _stop_during_epoch_2(proc, out, signal.SIGINT)

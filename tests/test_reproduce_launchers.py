@@ -38,6 +38,7 @@ def _compose(overrides: tuple[str, ...]) -> dict:
     return resolve_config(compose(config_name="config", overrides=list(overrides)))
 
 
+@pytest.mark.slow  # composes all 80 CIFAR jobs and more: make test-slow
 def test_device_cuda_composes_for_every_job(tmp_path, monkeypatch):
     """Compose only (no GPU here): every job of the CIFAR table, and one job per variant of
     every other preset, composes and validates with ``device=cuda``."""

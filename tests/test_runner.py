@@ -96,6 +96,7 @@ def _cli(tmp_path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # real processes, about 10-25 s: make test-slow
 def test_cli_run_and_multirun(tmp_path):
     done = _cli(tmp_path, "dataset=digits", "model=cnn", "optimizer=sgd", "optimizer.lr=0.05",
                 "epochs=1", "seed=1")
