@@ -77,6 +77,12 @@ class PassContext:
         return h * self.masks[key]
 
 
+def needs_context(blocks: list[Block]) -> bool:
+    """Whether any module of ``blocks`` has per-forward state (Dropout, BatchNorm) that the
+    passes of one step must share; without one, passes run the modules directly."""
+    return any(isinstance(m, (*DROPOUTS, *BATCH_NORMS)) for b in blocks for m in b.modules)
+
+
 @dataclass
 class Unit:
     """One parametrized layer: its weight, the parameters that follow it, and its modules."""

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samt.optim.blocks import Block, PassContext, split_blocks
+from samt.optim.blocks import Block, PassContext, needs_context, split_blocks
 from samt.optim.choices import (
     COMBINES,
     FEATURE_NAMES,
@@ -165,6 +165,8 @@ class SAMT:
             raise ValueError("features_per_group=true needs step_type row or column, "
                              f"got {step_type!r}")
         self.blocks: list[Block] = split_blocks(model, group_size)
+        self._stateful = needs_context(self.blocks)
+        self._context: PassContext | None = None
         self.loss_fn = loss_fn
         self.step_type, self.combine, self.meta_mode = step_type, combine, meta_mode
         self.projection, self.tanh_c = projection, tanh_c
@@ -300,13 +302,15 @@ class SAMT:
         """First forward with autograd: caches every block input, attached to the graph below."""
         self._inp: list[torch.Tensor | None] = [inputs]
         self._attached = [False]
-        self._context = PassContext()  # Dropout masks and BatchNorm updates of this forward
+        # Dropout masks and BatchNorm updates of this forward, shared by the step's passes
+        self._context = PassContext() if self._stateful else None
         h = inputs
         for block in self.blocks:
             h = block.forward(h, self._context)
             self._inp.append(h)
             self._attached.append(True)
-        self._context.first = False  # later passes replay this one
+        if self._context is not None:
+            self._context.first = False  # later passes replay this one
 
     def _invalidate_above(self, k: int) -> None:
         for j in range(k + 1, len(self._inp)):
@@ -667,7 +671,7 @@ class SAMT:
             loss, grads = self._pass({pending[0]}, targets)
             self._meta_update(pending[0], pending[1], grads[pending[0]], loss)
         self._flush_meta()
-        self._inp, self._attached, self._context = [], [], PassContext()
+        self._inp, self._attached, self._context = [], [], None
         return first_loss
 
     def train_mode(self) -> None:
