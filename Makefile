@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
-.PHONY: help install data test test-data test-slow test-full lint run bench bench-runner table-mnist table-cifar \
+.PHONY: help install data test test-data test-slow test-full lint run bench bench-runner table-mnist table-cnn table-cifar \
 	table-regression table-smoke ablations transfer ablation-features ablation-groups report \
 	test-launchers clean
 # Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
@@ -55,6 +55,9 @@ table-smoke:  ## a 10-run table on digits to check a LAUNCHER end to end (-> out
 
 table-mnist:  ## paper table: MNIST + Fashion-MNIST, MLP-400 (grid, seeds, report -> results/; LAUNCHER, JOBS, ARGS)
 	$(REPRODUCE) mnist_mlp $(ARGS)
+
+table-cnn:  ## architecture claim offline: small CNN on MNIST + Fashion-MNIST, with and without BatchNorm
+	$(REPRODUCE) cnn_small $(ARGS)
 
 table-cifar:  ## paper claim: CIFAR-10/100 CNN (needs the CIFAR files / internet)
 	$(REPRODUCE) cifar_cnn $(ARGS)
