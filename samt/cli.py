@@ -37,8 +37,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from samt.run_folder import (
+    CHECKPOINT,
+    METRICS,
     STATUS_DIVERGED,
     STATUS_FAILED,
+    SUMMARY,
     FolderState,
     RunFolderError,
     prepare_folder,
@@ -108,10 +111,10 @@ def _abs(path: str | Path) -> Path:
 
 def _has_results(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds results worth keeping (not just a failure record)."""
-    if (run_dir / "metrics.csv").exists() or (run_dir / "checkpoint.pt").exists():
+    if (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists():
         return True
     try:
-        status = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["status"]
+        status = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))["status"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return status != STATUS_FAILED
@@ -320,15 +323,14 @@ def _sweep_job_failed(run_dir: Path, cfg: DictConfig | dict, plain: dict | None,
             sweep_dir is None or _inside(run_dir, sweep_dir)):
         if plain is None and isinstance(cfg, DictConfig):  # best effort: unresolved values
             plain = OmegaConf.to_container(cfg, resolve=False)
-        from samt.train.records import write_json
-        from samt.train.runner import base_summary
+        from samt.train.folder import RunFolder, Summary
 
-        summary = base_summary(plain or {})
-        summary.update(status=STATUS_FAILED, error=error)
-        write_json(run_dir / "summary.json", summary)
+        folder, summary = RunFolder(run_dir), Summary.start(plain or {})
+        summary.stop(STATUS_FAILED, error)
+        folder.write_summary(summary)
         if plain is not None:
             with contextlib.suppress(Exception):
-                OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
+                folder.write_config(plain)
     SWEEP_JOBS.append(JobOutcome(_abs(run_dir), STATUS_FAILED, error))
 
 

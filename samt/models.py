@@ -5,13 +5,16 @@ modules (activations, pooling, flatten) and optional normalization layers. That 
 ``samt.optim.SAMT`` needs (see ``samt.optim.blocks``).
 
 torch is imported when a model is built, not with this module: the CLI checks ``model.*`` keys
-against these functions' signatures and choices before any heavy import.
+against their schema (``samt.schema.MODEL_SCHEMAS``, which also holds the builders' defaults and
+choices) before any heavy import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from samt.schema import ACTIVATIONS, NORMS, CnnModel, MlpModel
 
 if TYPE_CHECKING:
     from torch import nn
@@ -21,9 +24,12 @@ class ModelConfigError(ValueError):
     """A model was asked for with settings it cannot satisfy."""
 
 
+_MLP, _CNN = MlpModel(), CnnModel()  # the schema's defaults
+
+
 def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
-        activation: str = "relu", dropout: float = 0.0, input_dropout: float = 0.0,
-        norm: str = "none") -> nn.Sequential:
+        activation: str = _MLP.activation, dropout: float = _MLP.dropout,
+        input_dropout: float = _MLP.input_dropout, norm: str = _MLP.norm) -> nn.Sequential:
     """Fully connected network: flatten, then ``hidden`` layers with ``activation``, then output.
 
     ``norm: batch`` puts a BatchNorm1d between each hidden Linear and its activation;
@@ -46,9 +52,10 @@ def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
     return nn.Sequential(*layers)
 
 
-def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64),
-        hidden: int = 128, activation: str = "relu", dropout: float = 0.0,
-        norm: str = "none") -> nn.Sequential:
+def cnn(input_shape: Sequence[int], num_outputs: int,
+        channels: Sequence[int] = tuple(_CNN.channels), hidden: int = _CNN.hidden,
+        activation: str = _CNN.activation, dropout: float = _CNN.dropout,
+        norm: str = _CNN.norm) -> nn.Sequential:
     """Small CNN: per ``channels`` entry a 3x3 conv + activation + 2x2 max-pool, then an MLP head.
 
     Fits 28x28x1 (MNIST-like) and 32x32x3 (CIFAR) inputs; any image of at least 2**len(channels)
@@ -77,9 +84,6 @@ def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = 
     return nn.Sequential(*layers)
 
 
-NORMS = ("none", "batch")
-
-
 def _norm(kind: str, dims: int, features: int) -> list[nn.Module]:
     """No layer (``none``) or a BatchNorm over ``features`` channels (``batch``)."""
     if kind not in NORMS:
@@ -98,10 +102,6 @@ def _dropout(p: float, key: str) -> list[nn.Module]:
     from torch import nn
 
     return [nn.Dropout(float(p))] if p > 0 else []
-
-
-# model.activation -> the torch.nn module class it names
-ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU"}
 
 
 def _activation(name: str) -> type[nn.Module]:

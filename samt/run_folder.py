@@ -1,5 +1,5 @@
-"""The run folder as a place on disk: one writer at a time, a path that can hold a run, and
-undoing what a refused run added (and nothing else).
+"""The run folder as a place on disk: its file names, one writer at a time, a path that can
+hold a run, and undoing what a refused run added (and nothing else).
 
 Imports neither torch nor Hydra (``samt.cli`` uses it before any heavy import is needed).
 See docs/reliability.md: a run refused for a user error removes only the files and folders this
@@ -19,6 +19,17 @@ from pathlib import Path
 # summary.json's ``status`` (docs/outputs.md)
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
 STATUS_DIVERGED, STATUS_INTERRUPTED = "diverged", "interrupted"
+FINAL_STATUSES = (STATUS_COMPLETED, STATUS_DIVERGED)  # a run that ended: nothing left to do
+# Optimizer keys that say how the optimizer is built, not what it computes. Run folders written
+# before optimizers were built by ``_target_`` lack them: such a run still resumes, counts as
+# finished and groups with newer runs of the same optimizer (label and options).
+BUILD_KEYS = ("optimizer._target_", "optimizer._partial_", "optimizer.constant_schedule_only")
+
+# The files of a run folder (docs/outputs.md). ``samt.train.folder.RunFolder`` reads and writes
+# them; the names live here so that torch-free code (the CLI) can name them too.
+METRICS, SUMMARY, CONFIG = "metrics.csv", "summary.json", "config.yaml"
+CHECKPOINT, SAMT_META = "checkpoint.pt", "samt_meta.pt"
+LEARNING_CURVES, SAMT_STEPS = "learning_curves.png", "samt_steps.png"
 
 
 class RunFolderError(Exception):

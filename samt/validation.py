@@ -1,8 +1,10 @@
 """Check a resolved run config before any work starts: one place, one clear message per problem.
 
-``validate_config`` checks types, ranges, choices and unknown keys (static, no I/O except
-``data.root``; torch is imported only for the last checks, against the registries and the
-constructors' signatures, so most bad values are reported at once); ``validate_environment``
+``validate_config`` checks types, ranges, choices and unknown keys (outside the optimizer
+group: as ``samt.schema`` describes them; static, no I/O except
+``data.root``; torch is imported only for the last checks, against the dataset registry and the
+optimizer class that ``optimizer._target_`` names, so most bad values are reported at once);
+``validate_environment``
 checks what depends on the machine (CUDA);
 ``validate_against_data`` checks what needs the loaded dataset (batch size). Every failure is a
 ``ConfigError`` whose message names the key, the value given and what is allowed.
@@ -10,14 +12,17 @@ checks what depends on the machine (CUDA);
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib
 import inspect
 import math
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from samt.models import ACTIVATIONS, MODELS, NORMS
 from samt.optim.choices import (
     COMBINES,
     FEATURE_NAMES,
@@ -28,17 +33,29 @@ from samt.optim.choices import (
     STEP_TYPES,
 )
 from samt.optim.schedules import SCHEDULES
-from samt.tracking import LOGGERS, tensorboard_available
+from samt.schema import (
+    BOUNDS,
+    CONFIG_KEYS,
+    SECTIONS,
+    SEED_MAX,
+    RunConfig,
+    field_types,
+)
+from samt.tracking import tensorboard_available
 
-RUNNER_KEYS = ("name", "label", "schedule")  # optimizer-group keys the runner itself handles
-RESUME_CHOICES = ("auto", True, False)
-# Optimizers whose step size is their own trained or averaged state: no outside schedule.
-CONSTANT_SCHEDULE_ONLY = ("hypergradient_sgd", "schedulefree_adamw")
-SEED_MAX = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; int64 everywhere else
-TOP_KEYS = ("dataset", "model", "optimizer", "device", "data")  # sections that must exist
-# Every top-level key of a run config (conf/config.yaml): any other one is a typo.
-CONFIG_KEYS = (*TOP_KEYS, "seed", "epochs", "batch_size", "eval_batch_size", "progress", "logger",
-               "max_consecutive_skips", "resume", "tuning")
+# Optimizer-group keys the runner itself handles: never passed to the optimizer's constructor.
+# ``constant_schedule_only: true`` marks an optimizer whose step size is its own trained or
+# averaged state (hypergradient_sgd, schedulefree_adamw): no outside schedule.
+RUNNER_KEYS = ("name", "label", "schedule", "constant_schedule_only")
+# Optimizer-group keys Hydra's ``instantiate`` reads: the class, called later with the
+# parameters (or with ``(model, loss_fn)`` for SAMT: samt/train/build_optimizer.py).
+INSTANTIATE_KEYS = ("_target_", "_partial_")
+# ``_target_`` values of SAMT, whose options are checked without importing it (torch).
+SAMT_TARGETS = ("samt.optim.SAMT", "samt.optim.samt.SAMT")
+TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+TARGET_ALLOWED = ("the dotted path of an importable optimizer class, e.g. torch.optim.Adam, "
+                  "prodigyopt.Prodigy or samt.optim.SAMT (docs/extending.md)")
+TOP_KEYS = tuple(SECTIONS)  # sections that must exist (samt.schema; CONFIG_KEYS: every key)
 # A value that becomes part of a run folder's name (optimizer.label): no path separator, no "..".
 NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 NAME_PART_ALLOWED = ("1 to 100 characters from letters, digits and _ . + - (the first a letter "
@@ -90,10 +107,22 @@ def _known_keys(section: str, node: dict, known: tuple[str, ...] | list[str] | N
                 what: str) -> None:
     if known is None:
         return
-    for key in node:
+    for key, value in node.items():
         if key not in known:
-            _fail(f"{section}.{key}", node[key],
-                  f"unknown key for {what}; known keys: {', '.join(sorted(known))}")
+            _unknown(f"{section}.{key}", value, known, f"key for {what}")
+
+
+def _unknown(key: str, value: Any, known: tuple[str, ...] | list[str], what: str) -> None:
+    """``key`` is not one of ``known``: say so, with the closest known key when one is close
+    (``did you mean optimizer=sgd?`` for a top-level typo of a config group's name)."""
+    section, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = ""
+    if close and not section and close[0] in TOP_KEYS and isinstance(value, str):
+        hint = f"did you mean {close[0]}={value}? "
+    elif close:
+        hint = f"did you mean {section + '.' if section else ''}{close[0]}? "
+    _fail(key, value, f"unknown {what}; {hint}known keys: {', '.join(sorted(known))}")
 
 
 def _positive_int_list(cfg: dict, key: str, example: str) -> None:
@@ -132,16 +161,67 @@ def check_name_part(key: str, value: Any) -> None:
 def _known_top_keys(cfg: dict[str, Any]) -> None:
     """Every top-level key must be one of ``CONFIG_KEYS``; a typo gets the close match."""
     for key, value in cfg.items():
-        if key in CONFIG_KEYS:
-            continue
-        close = difflib.get_close_matches(str(key), CONFIG_KEYS, n=1, cutoff=0.6)
-        hint = ""
-        if close and close[0] in TOP_KEYS and isinstance(value, str):
-            hint = f"did you mean {close[0]}={value}? "
-        elif close:
-            hint = f"did you mean {close[0]}? "
-        _fail(str(key), value, f"unknown top-level key; {hint}"
-              f"known keys: {', '.join(sorted(CONFIG_KEYS))}")
+        if key not in CONFIG_KEYS:
+            _unknown(str(key), value, CONFIG_KEYS, "top-level key")
+
+
+def _check_fields(cfg: dict[str, Any], section: str, schema: type) -> None:
+    """Check the keys of ``section`` (``""``: the top level) that ``schema`` (samt.schema)
+    describes: each one's type, range or choices; a missing one unless it is optional."""
+    node = cfg[section] if section else cfg
+    for f in dataclasses.fields(schema):
+        kind = field_types(schema)[f.name]
+        if dataclasses.is_dataclass(kind) or (f.name not in node and f.metadata.get("optional")):
+            continue  # a section (``data``: checked on its own); an optional key left out
+        _check_field(cfg, f"{section}.{f.name}" if section else f.name, kind, f)
+
+
+def _check_field(cfg: dict[str, Any], key: str, kind: Any, spec: dataclasses.Field) -> None:
+    """One key against its schema field ``spec`` of type ``kind``."""
+    rules, value = spec.metadata, _get(cfg, key)
+    nullable = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+    if nullable:  # X | None -> X
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if "choices" in rules:
+        _choice(key, value, rules["choices"])
+    elif kind is Any or (nullable and value is None):
+        return
+    elif kind is bool:
+        _bool(cfg, key)
+    elif rules.get("seed"):
+        _seed(cfg, key)
+    elif kind in (int, float):
+        _number(cfg, key, kind, **{k: rules[k] for k in BOUNDS if k in rules})
+    elif kind is str:
+        if not isinstance(value, str) or not value:
+            _fail(key, value, rules.get("expect", "expected a non-empty string"))
+    elif typing.get_origin(kind) is list:
+        _positive_int_list(cfg, key, str(spec.default_factory()))
+    else:
+        raise TypeError(f"samt.schema: no check for {key}'s type {kind}")
+
+
+def _check_sections(cfg: dict[str, Any]) -> None:
+    """Each section with a schema: unknown keys (with the closest known one), then its keys.
+    A section whose schema depends on its ``name`` (``model``) checks that name first."""
+    for section, schema in SECTIONS.items():
+        node = cfg[section]
+        if schema is None:
+            continue  # the optimizer group: _check_optimizer, _validate_registered
+        if isinstance(schema, dict):
+            _choice(f"{section}.name", node.get("name"), tuple(schema))
+            schema = schema[node["name"]]
+        what = f"{section} {node.get('name')}" if "name" in field_types(schema) else section
+        _known_keys(section, node, tuple(field_types(schema)), what)
+        _check_fields(cfg, section, schema)
+
+
+def _check_data_root(cfg: dict[str, Any]) -> None:
+    """``data.root`` (a non-empty string, checked by the schema) must not name a file."""
+    path = Path(cfg["data"]["root"]).expanduser()
+    if path.exists() and not path.is_dir():
+        _fail("data.root", str(path), "must be a folder, not a file "
+              "(set SAMT_DATA_ROOT or data.root)")
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
@@ -150,109 +230,29 @@ def validate_config(cfg: dict[str, Any]) -> None:
     for section in TOP_KEYS:
         if not isinstance(cfg.get(section), dict):
             _fail(section, cfg.get(section), "expected a config group (a mapping)")
-    _number(cfg, "epochs", int, 1)
-    _number(cfg, "batch_size", int, 1)
-    _number(cfg, "eval_batch_size", int, 1)
-    _seed(cfg, "seed")
-    _number(cfg, "max_consecutive_skips", int, 1)
-    _bool(cfg, "progress")
-    _choice("resume", cfg.get("resume", "auto"), RESUME_CHOICES)
-    _choice("logger", cfg.get("logger", "none"), LOGGERS)
-    _validate_dataset(cfg)
-    _validate_model(cfg)
-    _validate_device(cfg)
-    _validate_data(cfg)
-    _validate_optimizer(cfg)
+    _check_fields(cfg, "", RunConfig)
+    _check_sections(cfg)
+    _check_data_root(cfg)
+    _check_optimizer(cfg)
     _validate_registered(cfg)
 
 
 def _validate_registered(cfg: dict[str, Any]) -> None:
-    """The checks against the dataset registry and the optimizers' constructors. They import
-    torch, so they come last: every other bad value is reported without that import
-    (``samt-run`` answers in well under a second; docs/performance.md)."""
-    from samt.optim import OPTIMIZERS, SAMT
-
-    opt = cfg["optimizer"]
-    name = opt.get("name")
-    _choice("optimizer.name", name, OPTIMIZERS)
-    if name == "samt":
-        _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(
-            SAMT, ("model", "loss_fn"))), "optimizer samt")
-    else:
-        from samt.optim.baselines import BASELINES
-
-        _known_keys("optimizer", opt, _with(RUNNER_KEYS, _signature_keys(BASELINES[name], (
-            "params",))), f"optimizer {name}")
-        _typed_like_defaults(cfg, name)
-        if opt.get("differentiable"):
-            _fail("optimizer.differentiable", opt["differentiable"], "allowed: false (it only "
-                  "serves to differentiate through an update, which samt-run never does)")
-        if "slice_p" in opt:
-            _number(cfg, "optimizer.slice_p", int, 1)
-        if "d_coef" in opt:
-            _number(cfg, "optimizer.d_coef", float, 0.0, strict=True)
+    """The checks against the dataset registry and the optimizer class that
+    ``optimizer._target_`` names. They import torch, so they come last: every other bad value
+    is reported without that import (``samt-run`` answers in well under a second;
+    docs/performance.md)."""
+    _check_optimizer_class(cfg)
     from samt.data import DATASETS  # torchvision too: last
 
     _choice("dataset.name", cfg["dataset"].get("name"), tuple(DATASETS))
 
 
-def _validate_dataset(cfg: dict[str, Any]) -> None:
-    ds = cfg["dataset"]
-    if not isinstance(ds.get("name"), str) or not ds["name"]:
-        _fail("dataset.name", ds.get("name"), "expected the name of a dataset (conf/dataset/)")
-    _known_keys("dataset", ds, ("name", "split"), f"dataset {ds['name']}")
-    if "split" in ds:
-        _number(cfg, "dataset.split", int, 0)
-
-
-def _validate_model(cfg: dict[str, Any]) -> None:
-    model = cfg["model"]
-    name = model.get("name")
-    _choice("model.name", name, tuple(MODELS))
-    _known_keys("model", model, _with(("name",), _signature_keys(MODELS[name], (
-        "input_shape", "num_outputs"))), f"model {name}")
-    if "activation" in model:
-        _choice("model.activation", model["activation"], tuple(ACTIVATIONS))
-    if "norm" in model:
-        _choice("model.norm", model["norm"], NORMS)
-    for key in ("dropout", "input_dropout"):
-        if key in model:
-            _number(cfg, f"model.{key}", float, 0.0, high=1.0, high_strict=True)
-    if name == "cnn":
-        if "channels" in model:
-            _positive_int_list(cfg, "model.channels", "[32, 64]")
-        if "hidden" in model:
-            _number(cfg, "model.hidden", int, 1)
-    else:
-        _positive_int_list(cfg, "model.hidden", "[400]")
-
-
-def _validate_device(cfg: dict[str, Any]) -> None:
-    device = cfg["device"]
-    _choice("device.type", device.get("type"), ("cpu", "cuda", "auto"))
-    _known_keys("device", device, ("type", "threads"), "device")
-    if device.get("threads") is not None:
-        _number(cfg, "device.threads", int, 1)
-
-
-def _validate_data(cfg: dict[str, Any]) -> None:
-    data = cfg["data"]
-    _known_keys("data", data, ("root", "download", "val_fraction", "val_seed"), "data")
-    if "val_fraction" in data:
-        _number(cfg, "data.val_fraction", float, 0.0, high=1.0, high_strict=True)
-    if "val_seed" in data:
-        _seed(cfg, "data.val_seed")
-    root = data.get("root")
-    if not isinstance(root, str) or not root:
-        _fail("data.root", root, "expected a folder path (set SAMT_DATA_ROOT or data.root)")
-    path = Path(root).expanduser()
-    if path.exists() and not path.is_dir():
-        _fail("data.root", str(path), "must be a folder, not a file "
-              "(set SAMT_DATA_ROOT or data.root)")
-    _bool(cfg, "data.download")
-
-
-def _validate_optimizer(cfg: dict[str, Any]) -> None:
+def _check_optimizer(cfg: dict[str, Any]) -> None:
+    """The optimizer group's static checks (no torch): ``name``, ``label``, ``schedule``,
+    ``_target_`` and ``_partial_``, then SAMT's options (``_target_`` in ``SAMT_TARGETS``) or
+    a ``torch.optim``-style optimizer's. The class itself is checked in ``_validate_registered``.
+    """
     opt = cfg["optimizer"]
     name = opt.get("name")
     if not isinstance(name, str) or not name:
@@ -260,9 +260,26 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
     _choice("optimizer.schedule", opt.get("schedule", "constant"), SCHEDULES)
     if "label" in opt:
         check_name_part("optimizer.label", opt["label"])
-    if name != "samt":
-        _validate_baseline(cfg, name)
-        return
+    target = opt.get("_target_")
+    if not isinstance(target, str) or not TARGET.fullmatch(target):
+        _fail("optimizer._target_", target, f"expected {TARGET_ALLOWED}")
+    if opt.get("_partial_", True) is not True:
+        _fail("optimizer._partial_", opt["_partial_"], "allowed: true (the runner calls the "
+              "class with the model's parameters, or with (model, loss_fn) for SAMT)")
+    if "constant_schedule_only" in opt:
+        _bool(cfg, "optimizer.constant_schedule_only")
+    if opt.get("constant_schedule_only") and opt.get("schedule", "constant") != "constant":
+        _fail("optimizer.schedule", opt["schedule"], f"optimizer {name} adapts its own step "
+              "size (constant_schedule_only: true): only constant is allowed")
+    if target in SAMT_TARGETS:
+        _validate_samt_options(cfg)
+    else:
+        _validate_torch_options(cfg)
+
+
+def _validate_samt_options(cfg: dict[str, Any]) -> None:
+    """SAMT's options: choices, ranges and the combinations its constructor refuses."""
+    opt = cfg["optimizer"]
     _choice("optimizer.step_type", opt.get("step_type"), STEP_TYPES)
     _choice("optimizer.projection", opt.get("projection"), PROJECTIONS)
     _choice("optimizer.combine", opt.get("combine"), COMBINES)
@@ -305,12 +322,11 @@ def _validate_optimizer(cfg: dict[str, Any]) -> None:
               f"only with step_type row or column (got step_type={opt['step_type']})")
 
 
-def _validate_baseline(cfg: dict[str, Any], name: str) -> None:
+def _validate_torch_options(cfg: dict[str, Any]) -> None:
+    """The usual ``torch.optim`` options, by key (for any such optimizer that has them)."""
     opt = cfg["optimizer"]
-    _number(cfg, "optimizer.lr", float, 0.0, strict=True)
-    if name in CONSTANT_SCHEDULE_ONLY and opt.get("schedule", "constant") != "constant":
-        _fail("optimizer.schedule", opt["schedule"], f"optimizer {name} adapts its own step "
-              "size: only constant is allowed")
+    if "lr" in opt:
+        _number(cfg, "optimizer.lr", float, 0.0, strict=True)
     if "warmup_steps" in opt:
         _number(cfg, "optimizer.warmup_steps", int, 0)
     for key in ("weight_decay", "momentum", "dampening", "hyper_lr"):
@@ -333,6 +349,76 @@ def _validate_baseline(cfg: dict[str, Any], name: str) -> None:
     if opt.get("nesterov") and (opt.get("momentum", 0) <= 0 or opt.get("dampening", 0) != 0):
         _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0 and dampening 0 "
               f"(got momentum={opt.get('momentum', 0)}, dampening={opt.get('dampening', 0)})")
+
+
+def _locate(path: str) -> Any:
+    """Import the object at dotted ``path`` (``torch.optim.Adam``) without calling it."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (module == exc.name
+                                         or module.startswith(f"{exc.name}.")):
+                continue  # no such module: the path names an attribute of a shorter one
+            raise
+        for j, attr in enumerate(parts[i:], start=i):
+            if not hasattr(obj, attr):
+                raise AttributeError(f"{'.'.join(parts[:j])} has no attribute {attr!r}")
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(f"no module named {parts[0]!r}")
+
+
+def optimizer_target(cfg: dict[str, Any]) -> Any:
+    """The class that ``optimizer._target_`` names, imported (nothing is built); a
+    ``ConfigError`` naming ``optimizer._target_`` when it cannot be imported."""
+    target = cfg["optimizer"].get("_target_")
+    try:
+        cls = _locate(target)
+    except Exception as exc:  # no such module or attribute, or the module fails to import
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        _fail("optimizer._target_", target, f"cannot be imported ({type(exc).__name__}: "
+              f"{detail}); expected {TARGET_ALLOWED}")
+    if not isinstance(cls, type):
+        _fail("optimizer._target_", target, f"names a {type(cls).__name__}, not a class; "
+              f"expected {TARGET_ALLOWED}")
+    return cls
+
+
+def _check_optimizer_class(cfg: dict[str, Any]) -> None:
+    """The checks against the class of ``optimizer._target_`` (imported, not built): every
+    key must be a keyword of its constructor (or a runner or Hydra key); SAMT's options
+    (a subclass of SAMT not named in ``SAMT_TARGETS``); a ``torch.optim``-style optimizer's
+    options typed like its constructor's defaults."""
+    from samt.optim import SAMT, takes_model
+
+    opt = cfg["optimizer"]
+    name = opt["name"]
+    cls = optimizer_target(cfg)
+    model_kind = takes_model(cls)
+    known = _signature_keys(cls, ("model", "loss_fn") if model_kind else ("params",))
+    if known is not None:
+        for key, value in opt.items():
+            if key not in (*RUNNER_KEYS, *INSTANTIATE_KEYS, *known):
+                allowed = sorted((*RUNNER_KEYS, *INSTANTIATE_KEYS, *known))
+                raise ConfigError(
+                    f"optimizer={opt.get('label', name)!r} is invalid: its options were "
+                    f"rejected: unknown key optimizer.{key}={value!r} ({opt['_target_']} takes "
+                    f"no argument {key!r}); known keys: {', '.join(allowed)}")
+    if issubclass(cls, SAMT) and opt["_target_"] not in SAMT_TARGETS:
+        _validate_samt_options(cfg)
+    if model_kind:
+        return
+    _typed_like_defaults(cfg, name, cls)
+    if opt.get("differentiable"):
+        _fail("optimizer.differentiable", opt["differentiable"], "allowed: false (it only "
+              "serves to differentiate through an update, which samt-run never does)")
+    if "slice_p" in opt:
+        _number(cfg, "optimizer.slice_p", int, 1)
+    if "d_coef" in opt:
+        _number(cfg, "optimizer.d_coef", float, 0.0, strict=True)
 
 
 def _show(value: Any) -> str:
@@ -359,13 +445,11 @@ def _like(value: Any, default: Any) -> bool:
     return True  # None or an object: no type to compare with (the trial step checks it)
 
 
-def _typed_like_defaults(cfg: dict[str, Any], name: str) -> None:
+def _typed_like_defaults(cfg: dict[str, Any], name: str, cls: Any) -> None:
     """Each extra option must have the type of the optimizer constructor's default for it."""
-    from samt.optim.baselines import optimizer_class
-
     try:
-        params = inspect.signature(optimizer_class(name)).parameters
-    except (ImportError, TypeError, ValueError):  # no class to inspect: checked when built
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to inspect: checked when built
         return
     opt = cfg["optimizer"]
     for key, value in opt.items():
@@ -400,30 +484,34 @@ def validate_environment(cfg: dict[str, Any]) -> None:
     device = cfg["device"]["type"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    from samt.optim.baselines import BASELINES
+    from samt.optim import takes_model
 
     opt = cfg["optimizer"]
     if opt.get("capturable") and device != "cuda":
         _fail("optimizer.capturable", opt["capturable"], "needs the parameters on a CUDA "
               f"device and this run uses {device}; allowed here: false (or null)")
-    if opt.get("name") in BASELINES:
-        _trial_step(cfg, torch.device(device))
+    cls = optimizer_target(cfg)
+    if not takes_model(cls):
+        _trial_step(cfg, cls, torch.device(device))
 
 
-def _try_step(name: str, options: dict[str, Any], device: Any) -> tuple[str, Exception] | None:
-    """Build baseline ``name`` with ``options`` on a tiny parameter and take two steps (with the
+def _try_step(target: str, options: dict[str, Any],
+              device: Any) -> tuple[str, Exception] | None:
+    """Build the ``torch.optim``-style optimizer ``target`` with ``options`` on a tiny parameter
+    as the runner builds it (Hydra's ``instantiate``), and take two steps (with the
     schedule-free train/eval switches); ``(stage, error)`` when that fails, else None."""
     import warnings
 
     import torch
 
-    from samt.optim.baselines import BASELINES
+    from samt.train.build_optimizer import optimizer_constructor
 
     param = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6, device=device).view(2, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        make, _ = optimizer_constructor({"_target_": target, **options})  # ConfigError: raised
         try:
-            optimizer = BASELINES[name]([param], **options)
+            optimizer = make([param])
         except Exception as exc:
             return "build", exc
         try:
@@ -440,13 +528,13 @@ def _try_step(name: str, options: dict[str, Any], device: Any) -> tuple[str, Exc
     return None
 
 
-def _trial_step(cfg: dict[str, Any], device: Any) -> None:
+def _trial_step(cfg: dict[str, Any], cls: Any, device: Any) -> None:
     """Options that only fail when used (a type the signature does not tell, a value the
     constructor lets through): refused before any work, naming the option responsible."""
     opt = cfg["optimizer"]
     name = opt["name"]
-    options = {k: v for k, v in opt.items() if k not in RUNNER_KEYS}
-    failure = _try_step(name, options, device)
+    options = {k: v for k, v in opt.items() if k not in (*RUNNER_KEYS, *INSTANTIATE_KEYS)}
+    failure = _try_step(opt["_target_"], options, device)
     if failure is None:
         return
     stage, exc = failure
@@ -454,14 +542,13 @@ def _trial_step(cfg: dict[str, Any], device: Any) -> None:
     if stage == "build":  # the constructor's own message names the option
         raise ConfigError(f"optimizer={opt.get('label', name)!r} is invalid: its options were "
                           f"rejected: {detail}")
-    from samt.optim.baselines import optimizer_class
-
     try:
-        params = inspect.signature(optimizer_class(name)).parameters
-    except (ImportError, TypeError, ValueError):
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
         params = {}
     for key, value in options.items():  # the option without which the steps work
-        if _try_step(name, {k: v for k, v in options.items() if k != key}, device) is None:
+        if _try_step(opt["_target_"], {k: v for k, v in options.items() if k != key},
+                     device) is None:
             default = params[key].default if key in params else inspect.Parameter.empty
             hint = "" if default is inspect.Parameter.empty else f" (default: {_show(default)})"
             _fail(f"optimizer.{key}", value, f"optimizer {name} fails on a test step with it "

@@ -52,7 +52,8 @@ def measure(dataset: str, rounds: int, threads: int, data_root: str) -> dict[str
     """Median epoch seconds of the bare loop, the runner, and the runner with its progress bar."""
     torch.set_num_threads(threads)
     cfg = {"dataset": {"name": dataset}, "model": {"name": "mlp", "hidden": [400]},
-           "optimizer": {"name": "adam", "label": "adam", "lr": 1e-3}, "seed": 0, "epochs": 1,
+           "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "name": "adam",
+                         "label": "adam", "lr": 1e-3}, "seed": 0, "epochs": 1,
            "batch_size": 128, "eval_batch_size": 4096, "progress": False,
            "max_consecutive_skips": 50, "device": {"type": "cpu", "threads": threads},
            "data": {"root": data_root, "download": False}}

@@ -24,7 +24,8 @@ from fixtures_data import IDX_NAMES, idx_bytes, write_idx_dataset, write_uci
 
 from samt.data import CorruptDataError, load_dataset, prepare_dataset
 from samt.report.cli import main as report_main
-from samt.train.checkpoint import CheckpointError, load_checkpoint, plan_run
+from samt.train.checkpoint import CheckpointError, load_checkpoint
+from samt.train.folder import RunFolder
 from samt.train.records import write_atomic
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -337,12 +338,12 @@ def test_report_out_naming_a_file_is_exit_2(tmp_path, capsys) -> None:
 # --- 15: a checkpoint missing keys ---------------------------------------------------------------
 
 
-def test_plan_run_names_missing_checkpoint_keys(tmp_path: Path) -> None:
+def test_folder_plan_names_missing_checkpoint_keys(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": 1, "epoch": 2, "rows": "oops"}, path)
     assert load_checkpoint(path)["epoch"] == 2  # the plain reader still reads it
     with pytest.raises(CheckpointError) as info:
-        plan_run(tmp_path, {"resume": "auto"}, "cpu")
+        RunFolder(tmp_path).plan({"resume": "auto"}, "cpu")
     message = str(info.value)
     assert str(path) in message and "missing keys: config, device, model" in message
     assert "rows (str, expected list)" in message and "resume=false" in message

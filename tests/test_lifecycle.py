@@ -30,6 +30,7 @@ from samt.cli import report_run, run_job
 from samt.run_folder import FolderLock, FolderState, RunFolderError, prepare_folder
 from samt.train import Run
 from samt.train.checkpoint import CHECKPOINT, load_checkpoint
+from samt.train.folder import RunFolder
 from samt.validation import ConfigError, check_name_part
 
 WALL = ("epoch_time_s", "wall_time_s")
@@ -387,14 +388,14 @@ def _digits_cfg(tmp_path: Path, *overrides: str) -> dict:
 
 
 def test_plots_are_written_before_the_summary_says_completed(tmp_path, monkeypatch):
-    real = Run._write_summary
+    real = RunFolder.write_summary
 
-    def killed_once_completed(self):
-        real(self)
-        if self.summary["status"] == "completed":
+    def killed_once_completed(self, summary):
+        real(self, summary)
+        if summary["status"] == "completed":
             raise _Killed
 
-    monkeypatch.setattr(Run, "_write_summary", killed_once_completed)
+    monkeypatch.setattr(RunFolder, "write_summary", killed_once_completed)
     out = tmp_path / "run"
     with pytest.raises(_Killed):
         Run(_digits_cfg(tmp_path, "optimizer=samt_e"), out).execute()

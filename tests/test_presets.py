@@ -138,3 +138,32 @@ def test_help_lists_groups_and_choices(tmp_path):
         assert any(line.startswith(group) for line in text.splitlines()), group
     assert "transfer" in next(line for line in text.splitlines() if line.startswith("experiment"))
     assert "meta_init: null" in text and "README.md" in text
+
+
+def test_runs_from_before_target_keys_group_and_resume_with_new_ones(tmp_path):
+    """Run folders written before optimizers were built by ``_target_`` lack the build keys: they
+    group with (and resume as) new runs of the same optimizer; a different class still differs."""
+    from samt.train.checkpoint import config_differences
+
+    old = {"dataset.name": "mnist", "optimizer.name": "adam", "optimizer.label": "adam",
+           "optimizer.lr": 1e-3, "seed": 0}
+    new = {**old, "seed": 1, "optimizer._target_": "torch.optim.Adam",
+           "optimizer._partial_": True}
+    runs = [ReportRun(path=tmp_path / str(i), config=c, summary={"status": "completed"},
+                      metrics=None) for i, c in enumerate((old, new))]
+    assert len(build_groups(runs)) == 1
+
+    def nested(flat: dict) -> dict:
+        out: dict = {}
+        for key, value in flat.items():
+            *parents, leaf = key.split(".")
+            node = out
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return out
+
+    assert config_differences(nested(old), nested({**new, "seed": 0})) == []
+    other = {**new, "seed": 0, "optimizer._target_": "torch.optim.AdamW"}
+    assert config_differences(nested({**new, "seed": 0}), nested(other)) == [
+        "optimizer._target_: 'torch.optim.Adam' -> 'torch.optim.AdamW'"]

@@ -257,7 +257,7 @@ def test_fixed_multi_block_is_gauss_seidel_sgd(order):
     model = make_mlp((4, 5, 5, 3))
     ref = copy.deepcopy(model)
     x, y = batch()
-    opt = SAMT(model, CE, combine="fixed", eta0=0.3, order=order)
+    opt = SAMT(model, CE, combine="fixed", eta0=0.3, eta_max=1.0, order=order)
     for _ in range(2):
         opt.step(x, y)
     layers = [m for m in ref if isinstance(m, nn.Linear)]

@@ -448,7 +448,7 @@ def test_samt_trains_cnn_on_digits(digits):
     x, y = digits
     torch.manual_seed(0)
     model = cnn((1, 8, 8), 10, channels=(16,), hidden=32)
-    opt = SAMT(model, CE, step_type="element", eta0=0.3)
+    opt = SAMT(model, CE, step_type="element", eta0=0.3, eta_max=1.0)
     acc, _ = _train(model, opt, x, y, epochs=2)
     assert acc > 0.6, acc
 

@@ -1,6 +1,6 @@
-"""Eta-model transfer: ``SAMT.save_meta`` and ``meta_init`` (a file, a checkpoint, a run folder),
-clear errors for what does not fit, the runner's ``samt_meta.pt``, and no re-application of
-``meta_init`` on resume."""
+"""Eta-model transfer: ``SAMT.save_meta`` and ``meta_init`` (SAMT reads its own file; the runner's
+``optimizer.meta_init`` also a checkpoint or a run folder), clear errors for what does not fit,
+the runner's ``samt_meta.pt``, and no re-application of ``meta_init`` on resume."""
 
 from __future__ import annotations
 
@@ -15,15 +15,12 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from samt.cli import resolve_config, run_job
-from samt.optim import SAMT, MetaInitError
+from samt.optim import SAMT, MetaInitError, TorchOptimizerStep, read_meta
+from samt.run_folder import CHECKPOINT, SAMT_META
 from samt.train import Run, run_training
-from samt.train.checkpoint import (
-    CHECKPOINT,
-    SAMT_META,
-    config_differences,
-    load_checkpoint,
-    plan_run,
-)
+from samt.train.checkpoint import config_differences, load_checkpoint
+from samt.train.folder import RunFolder, read_meta_source
+from samt.validation import ConfigError
 
 WALL = ("epoch_time_s", "wall_time_s")
 
@@ -49,6 +46,16 @@ def _digits_mlp(hidden: int = 8) -> nn.Sequential:
 
 def _samt(model: nn.Module, **options) -> SAMT:
     return SAMT(model, nn.functional.cross_entropy, eta0=0.1, eta_max=0.3, **options)
+
+
+def _init_meta(source, optimizer) -> str:
+    """The message of the ``ConfigError`` that the runner raises when ``optimizer.meta_init``
+    (``source``) cannot initialize ``optimizer`` (no setup needed: ``Run.init_meta`` alone)."""
+    run = Run({"optimizer": {"name": "samt", "label": "samt_e"}}, Path("unused"))
+    run.optimizer = optimizer
+    with pytest.raises(ConfigError) as err:
+        run.init_meta(str(source))
+    return str(err.value)
 
 
 def _same_meta(a: dict, b: dict) -> bool:
@@ -92,16 +99,36 @@ def test_meta_init_from_checkpoint_run_folder_and_samt_meta(source):
     expected = load_checkpoint(source / CHECKPOINT)["optimizer"]["meta"]
     saved = torch.load(source / SAMT_META, weights_only=True)
     assert _same_meta(saved["meta"], expected)  # the runner's samt_meta.pt: the final meta
+    # The runner's side reads a run folder, its checkpoint.pt or a save_meta file ...
     for path, read in ((source, source / CHECKPOINT), (source / CHECKPOINT, source / CHECKPOINT),
                        (source / SAMT_META, source / SAMT_META)):
-        opt = _samt(_digits_mlp(), meta_init=path)
+        meta = read_meta_source(path)
+        assert meta.file == read, path
+        opt = _samt(_digits_mlp(), meta_init=meta)
         assert _same_meta(opt.meta.state_dict(), expected), path
         assert opt.meta_init == read
+    # ... SAMT itself only its own file.
+    opt = _samt(_digits_mlp(), meta_init=source / SAMT_META)
+    assert _same_meta(opt.meta.state_dict(), expected)
+    assert opt.meta_init == source / SAMT_META
+    assert read_meta(source / SAMT_META).file == source / SAMT_META
+
+
+def test_samt_reads_only_its_own_meta_file(source):
+    """``samt.optim`` knows no run folder: a folder or a checkpoint.pt is no ``save_meta`` file,
+    and its errors name the file, not a config key."""
+    for path, why in ((source, "no such file"), (source / CHECKPOINT, "is not a file written by "
+                                                 "SAMT.save_meta")):
+        with pytest.raises(MetaInitError) as err:
+            _samt(_digits_mlp(), meta_init=path)
+        assert str(err.value).startswith(f"meta_init='{path}'") and why in str(err.value)
+        assert "optimizer." not in str(err.value)
 
 
 def test_a_folder_with_only_samt_meta_is_enough(source, tmp_path):
     shutil.copy(source / SAMT_META, tmp_path / SAMT_META)
-    opt = _samt(_digits_mlp(), meta_init=tmp_path)
+    assert RunFolder(tmp_path).read_meta().file == tmp_path / SAMT_META
+    opt = _samt(_digits_mlp(), meta_init=read_meta_source(tmp_path))
     assert opt.meta_init == tmp_path / SAMT_META
 
 
@@ -116,21 +143,23 @@ def test_a_folder_with_only_samt_meta_is_enough(source, tmp_path):
     ({"projection": "tanh"}, 8, "projection: 'sigmoid'"),
 ])
 def test_incompatible_meta_init_names_key_path_and_mismatch(source, options, hidden, mismatch):
-    with pytest.raises(MetaInitError) as err:
-        _samt(_digits_mlp(hidden), meta_init=str(source), **options)
-    message = str(err.value)
+    message = _init_meta(source, _samt(_digits_mlp(hidden), **options))
     assert message.startswith(f"optimizer.meta_init='{source}' does not fit")
     assert str(source / CHECKPOINT) in message
     assert mismatch in message
+    # SAMT's own error names the file it was given and the mismatch, no config key.
+    with pytest.raises(MetaInitError) as err:
+        _samt(_digits_mlp(hidden), meta_init=read_meta_source(source), **options)
+    assert str(err.value).startswith(f"meta_init='{source / CHECKPOINT}' does not fit")
+    assert mismatch in str(err.value) and "optimizer." not in str(err.value)
     assert isinstance(err.value, ValueError)
 
 
 def test_unusable_meta_init_sources(source, tmp_path):
     def error(path, **options) -> str:
-        with pytest.raises(MetaInitError) as err:
-            _samt(_digits_mlp(), meta_init=path, **options)
-        assert f"optimizer.meta_init='{path}'" in str(err.value)
-        return str(err.value)
+        message = _init_meta(path, _samt(_digits_mlp(), **options))
+        assert message.startswith(f"optimizer.meta_init='{path}'")
+        return message
 
     assert "no such file or folder" in error(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -143,6 +172,10 @@ def test_unusable_meta_init_sources(source, tmp_path):
                 "optimizer": {"optimizer": {}}}, tmp_path / "adam.pt")
     assert "optimizer 'adam', not of SAMT" in error(tmp_path / "adam.pt")
     assert "combine='fixed' learns no step sizes" in error(source, combine="fixed")
+    model = _digits_mlp()
+    adam = TorchOptimizerStep(model, nn.functional.cross_entropy,
+                              torch.optim.Adam(model.parameters()))
+    assert "has no meta-parameters" in _init_meta(source, adam)
 
 
 def test_transferred_run_starts_from_the_source_steps(source, tmp_path, capsys):
@@ -187,7 +220,7 @@ def test_meta_init_is_applied_at_a_fresh_start_only(source, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, tmp_path / "resumed")
     monkeypatch.setattr(Run, "train_epoch", original)
-    assert plan_run(tmp_path / "resumed", cfg, "cpu").kind == "resume"
+    assert RunFolder(tmp_path / "resumed").plan(cfg, "cpu").kind == "resume"
     shutil.rmtree(copy)  # the resumption must not need (or reload) the source
     run = Run(cfg, tmp_path / "resumed")
     assert run.execute()["status"] == "completed"

@@ -1,4 +1,4 @@
-"""Optimizers: SAMT and the ``torch.optim`` baselines, all driven by ``step(inputs, targets)``.
+"""Optimizers: SAMT and any ``torch.optim``-style optimizer, driven by ``step(inputs, targets)``.
 
 Usable without Hydra or the runner::
 
@@ -17,22 +17,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from samt.optim.baselines import BASELINES, TorchOptimizerStep
+    from samt.optim.baselines import TorchOptimizerStep
     from samt.optim.blocks import SAMTModelError, split_blocks, split_units
-    from samt.optim.factory import OPTIMIZERS, build_optimizer
-    from samt.optim.samt import SAMT, STAT_NAMES, MetaInitError, read_meta
+    from samt.optim.factory import OPTIMIZERS, build_optimizer, takes_model
+    from samt.optim.samt import SAMT, STAT_NAMES, MetaInitError, SavedMeta, read_meta
 
 _LAZY = {
     "SAMT": "samt.optim.samt", "STAT_NAMES": "samt.optim.samt",
     "MetaInitError": "samt.optim.samt", "read_meta": "samt.optim.samt",
+    "SavedMeta": "samt.optim.samt",
     "SAMTModelError": "samt.optim.blocks", "split_blocks": "samt.optim.blocks",
     "split_units": "samt.optim.blocks",
-    "BASELINES": "samt.optim.baselines", "TorchOptimizerStep": "samt.optim.baselines",
+    "TorchOptimizerStep": "samt.optim.baselines",
     "OPTIMIZERS": "samt.optim.factory", "build_optimizer": "samt.optim.factory",
+    "takes_model": "samt.optim.factory",
 }
 
-__all__ = ["BASELINES", "SAMT", "STAT_NAMES", "OPTIMIZERS", "MetaInitError", "SAMTModelError",
-           "TorchOptimizerStep", "build_optimizer", "read_meta", "split_blocks", "split_units"]
+__all__ = ["SAMT", "STAT_NAMES", "OPTIMIZERS", "MetaInitError", "SAMTModelError", "SavedMeta",
+           "TorchOptimizerStep", "build_optimizer", "read_meta", "split_blocks", "split_units",
+           "takes_model"]
 
 
 def __getattr__(name: str) -> Any:

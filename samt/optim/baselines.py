@@ -1,55 +1,27 @@
-"""``torch.optim`` optimizers behind the same ``step(inputs, targets)`` interface as SAMT."""
+"""``TorchOptimizerStep``: any ``torch.optim``-style optimizer behind the same
+``step(inputs, targets)`` interface as SAMT.
+
+There is no registry of optimizers: the runner builds the class its config names
+(``samt/train/build_optimizer.py``), library code passes a class to
+``samt.optim.build_optimizer``.
+"""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from samt.optim.blocks import split_units
-from samt.optim.hypergradient_sgd import HypergradientSGD
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-def _schedulefree_adamw(params, **options) -> torch.optim.Optimizer:
-    from schedulefree import AdamWScheduleFree
-
-    return AdamWScheduleFree(params, **options)
-
-
-def _prodigy(params, **options) -> torch.optim.Optimizer:
-    from prodigyopt import Prodigy
-
-    return Prodigy(params, **options)
-
-
-BASELINES: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "hypergradient_sgd": HypergradientSGD,
-    "schedulefree_adamw": _schedulefree_adamw,
-    "prodigy": _prodigy,
-}
-
-
-# Baselines built by a factory around another package's class: (module, class name).
-PACKAGED_CLASSES = {"schedulefree_adamw": ("schedulefree", "AdamWScheduleFree"),
-                    "prodigy": ("prodigyopt", "Prodigy")}
-
-
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The optimizer class that ``BASELINES[name]`` builds (its signature lists the options)."""
-    if name in PACKAGED_CLASSES:
-        module, attr = PACKAGED_CLASSES[name]
-        return getattr(importlib.import_module(module), attr)
-    return BASELINES[name]  # type: ignore[return-value]
 
 
 class TorchOptimizerStep:
     """Forward, backward and a ``torch.optim`` step; non-finite loss or gradient skips the step."""
+
+    has_meta = False  # no meta-parameters to save or load (``SAMT.has_meta``)
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer

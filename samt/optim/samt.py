@@ -19,8 +19,8 @@ eta models the meta-updates of one iteration share one finiteness check (one hos
 multi-tensor fused-Adam step; ``batch_meta = False`` selects the per-block reference path.
 
 Eta-model transfer: ``save_meta(path)`` writes the trained meta-parameters (eta models and
-``theta``) with what must match to reuse them; ``SAMT(..., meta_init=path)`` starts from them
-(a ``save_meta`` file, a ``samt-run`` ``checkpoint.pt``, or a run folder holding either).
+``theta``) with what must match to reuse them; ``SAMT(..., meta_init=path)`` starts from such a
+file (``read_meta``), or from a ``SavedMeta`` that the caller read from elsewhere.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -70,7 +70,27 @@ SIGNATURE_KEYS = ("step_type", "projection", "features", "features_per_group", "
 
 
 class MetaInitError(ValueError):
-    """``meta_init`` names no usable file, or one whose meta-parameters do not fit."""
+    """``meta_init`` names no usable file, or one whose meta-parameters do not fit.
+
+    ``source`` is what was given, ``detail`` the rest of the message: why, naming the file read
+    and what differs (it starts with ``": "`` or a space); ``str()`` is
+    ``meta_init=<source><detail>``. A caller that knows ``source`` under another name (a config
+    key) writes its own prefix before ``detail``.
+    """
+
+    def __init__(self, source: str | os.PathLike, detail: str):
+        self.source, self.detail = source, detail
+        super().__init__(f"meta_init={str(source)!r}{detail}")
+
+
+class SavedMeta(NamedTuple):
+    """Meta-parameters to start from: the ``file`` they were read from, the ``meta``
+    ``state_dict`` (eta models and ``theta``) and the ``signature`` of the optimizer that
+    trained them (``SAMT.meta_signature``)."""
+
+    file: Path
+    meta: dict[str, torch.Tensor]
+    signature: dict[str, Any]
 
 
 @dataclass
@@ -119,7 +139,8 @@ class SAMT:
         model: an ``nn.Sequential`` of Linear/Conv layers (see ``samt.optim.blocks``).
         loss_fn: ``loss_fn(model_output, targets) -> scalar tensor``.
         step_type: ``scalar`` | ``element`` | ``row`` | ``column``.
-        eta0, eta_min, eta_max: initial step and the clamp range of every applied step.
+        eta0, eta_min, eta_max: initial step and the clamp range of every applied step
+            (defaults 0.1, 1e-6 and 0.3 = 3 * eta0).
         projection: ``sigmoid`` | ``tanh`` (``tanh_c`` sets the tanh range eta0*e^(+-c)).
         combine: ``convex`` (paper) | ``learned`` (right term alone) | ``fixed`` (eta0, no meta).
         meta_mode: ``exact`` | ``lookahead`` | ``hypergradient``; ``meta_interval``: every n-th
@@ -131,21 +152,28 @@ class SAMT:
         group_size: layers per block (0: whole model). ``order``: block order per iteration.
         seed: seed of the generator used by ``order: random``.
         meta_init: start from the meta-parameters (eta models and ``theta``) trained by another
-            run: a ``save_meta`` file, a ``samt-run`` ``checkpoint.pt`` or a run folder (its
-            ``checkpoint.pt``, else ``samt_meta.pt``). Step type, projection, features, eta
-            model and block/``theta`` shapes must match; the meta-optimizer starts fresh.
-            ``self.meta_init`` is then the file read (``None`` without).
+            run: the path of a file written by ``save_meta``, or a ``SavedMeta`` (see
+            ``load_meta``). Step type, projection, features, eta model and block/``theta``
+            shapes must match; the meta-optimizer starts fresh. ``self.meta_init`` is then the
+            file read (``None`` without).
+
+    ``takes_model = True`` tells the builders (``samt.optim.build_optimizer`` and the runner's
+    config builder) to construct it as ``SAMT(model, loss_fn, **options)`` and use it
+    directly, instead of ``cls(model.parameters(), **options)`` wrapped in
+    ``TorchOptimizerStep``.
     """
+
+    takes_model: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, loss_fn: LossFn,
                  *, step_type: str = "element", eta0: float = 0.1, eta_min: float = 1e-6,
-                 eta_max: float = 1.0, projection: str = "sigmoid", tanh_c: float = math.log(100.0),
+                 eta_max: float = 0.3, projection: str = "sigmoid", tanh_c: float = math.log(100.0),
                  combine: str = "convex", meta_mode: str = "exact", meta_lr: float = 1e-3,
                  meta_optimizer: str = "adam", meta_interval: int = 1,
                  features: Sequence[str] = FEATURE_NAMES, features_per_group: bool = False,
                  eta_hidden: int = 32, eta_shared: bool = False, group_size: int = 1,
                  order: str = "top_down", seed: int = 0,
-                 meta_init: str | os.PathLike | None = None):
+                 meta_init: str | os.PathLike | SavedMeta | None = None):
         _check_choice("step_type", step_type, STEP_TYPES)
         _check_choice("projection", projection, PROJECTIONS)
         _check_choice("combine", combine, COMBINES)
@@ -196,7 +224,9 @@ class SAMT:
         self._build_meta(eta_hidden, eta_shared, meta_optimizer, meta_lr)
         device = self.blocks[0].units[0].weight.device
         self._stats = torch.zeros(len(self.blocks), len(STAT_NAMES) + 2, device=device)
-        self.meta_init = None if meta_init is None else self.load_meta(meta_init)
+        self.meta_init: Path | None = None
+        if meta_init is not None:
+            self.load_meta(meta_init)
 
     # --- construction --------------------------------------------------------------------------
 
@@ -705,6 +735,12 @@ class SAMT:
 
     # --- eta-model transfer --------------------------------------------------------------------
 
+    @property
+    def has_meta(self) -> bool:
+        """Whether there are meta-parameters to save (``save_meta``) and load: not with
+        ``combine='fixed'``, which learns no step sizes."""
+        return self.learns
+
     def meta_signature(self) -> dict[str, Any]:
         """What two optimizers must share for one's meta-parameters to be loaded into the other."""
         return {
@@ -745,18 +781,20 @@ class SAMT:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
-    def load_meta(self, source: str | os.PathLike) -> Path:
-        """Load meta-parameters from ``source`` (see ``meta_init``); returns the file read.
+    def load_meta(self, source: str | os.PathLike | SavedMeta) -> Path:
+        """Load meta-parameters from ``source``: the path of a ``save_meta`` file, or a
+        ``SavedMeta`` read by the caller. Returns the file they came from (also
+        ``self.meta_init``).
 
         Only the eta models and ``theta`` are loaded: the meta-optimizer state, counters and
-        pending visits stay as they are. Raises ``MetaInitError`` naming ``optimizer.meta_init``,
-        the path and what does not fit.
+        pending visits stay as they are. Raises ``MetaInitError`` naming the file and what does
+        not fit.
         """
-        where = f"optimizer.meta_init={str(source)!r}"
+        given = source.file if isinstance(source, SavedMeta) else source
         if not self.learns:
-            raise MetaInitError(f"{where} cannot be used: combine='fixed' learns no step sizes, "
+            raise MetaInitError(given, " cannot be used: combine='fixed' learns no step sizes, "
                                 "so there are no meta-parameters to initialize")
-        file, meta, theirs = read_meta(source)
+        file, meta, theirs = source if isinstance(source, SavedMeta) else read_meta(source)
         mine = self.meta_signature()
         diffs = [f"{k}: {_short(theirs.get(k, '<absent>'))} in {file}, {_short(mine[k])} here"
                  for k in SIGNATURE_KEYS if _plain(theirs.get(k, "<absent>")) != _plain(mine[k])]
@@ -767,11 +805,12 @@ class SAMT:
                      for k in sorted(set(own) | set(meta))
                      if k not in meta or k not in own or meta[k].shape != own[k].shape]
         if diffs:
-            raise MetaInitError(f"{where} does not fit this model and optimizer: "
+            raise MetaInitError(given, " does not fit this model and optimizer: "
                                 + "; ".join(diffs[:6])
                                 + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
         self.meta.load_state_dict(meta)
-        return file
+        self.meta_init = Path(file)
+        return self.meta_init
 
     def state_dict(self) -> dict:
         """Meta-parameters, meta-optimizer state, pending visits, counters and RNG state."""
@@ -801,67 +840,33 @@ class SAMT:
         self.generator.set_state(state["generator"])
 
 
-def read_meta(source: str | os.PathLike) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
-    """``(file, meta state_dict, signature)`` from a ``save_meta`` file, a ``samt-run``
-    ``checkpoint.pt`` of a SAMT run, or a run folder (its ``checkpoint.pt``, else
-    ``samt_meta.pt``). Raises ``MetaInitError`` when there is none or it holds no SAMT state."""
-    where = f"optimizer.meta_init={str(source)!r}"
-    path = Path(source).expanduser()
-    if path.is_dir():
-        found = [path / n for n in ("checkpoint.pt", "samt_meta.pt") if (path / n).is_file()]
-        if not found:
-            raise MetaInitError(f"{where}: the folder holds neither checkpoint.pt nor "
-                                "samt_meta.pt (a SAMT run folder has both once it finished)")
-        path = found[0]
-    elif not path.is_file():
-        raise MetaInitError(f"{where}: no such file or folder (give a SAMT run folder, its "
-                            "checkpoint.pt, or a file written by SAMT.save_meta)")
+def read_meta(path: str | os.PathLike) -> SavedMeta:
+    """The meta-parameters in a file written by ``save_meta``. Raises ``MetaInitError`` when
+    there is no such file, it cannot be read, or it is not such a file."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise MetaInitError(path, ": no such file (give a file written by SAMT.save_meta)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupt, not a torch file at all
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise MetaInitError(f"{where}: {path} cannot be read ({type(exc).__name__}: "
-                            f"{detail})") from None
-    if isinstance(state, dict) and state.get("format") == META_FORMAT:
-        meta, signature = state.get("meta"), state.get("config")
-    elif isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(
-            state.get("optimizer"), dict):  # a samt-run checkpoint.pt
-        opt_cfg = state["config"].get("optimizer") or {}
-        if opt_cfg.get("name") != "samt" or "meta" not in state["optimizer"]:
-            raise MetaInitError(f"{where}: {path} is the checkpoint of a run of optimizer "
-                                f"{opt_cfg.get('label') or opt_cfg.get('name')!r}, not of SAMT")
-        meta = state["optimizer"]["meta"]
-        signature = _run_signature(opt_cfg, meta)
-    else:
-        raise MetaInitError(f"{where}: {path} is neither a samt-run checkpoint.pt nor a file "
-                            "written by SAMT.save_meta")
+        raise MetaInitError(path, f": {file} cannot be read ({type(exc).__name__}: "
+                                  f"{detail})") from None
+    return unpack_meta(payload, file)
+
+
+def unpack_meta(payload: Any, file: Path) -> SavedMeta:
+    """The meta-parameters in ``payload``, the content of a ``save_meta`` file read from
+    ``file``. Raises ``MetaInitError`` when it is not one, or holds no meta-parameters."""
+    if not isinstance(payload, dict) or payload.get("format") != META_FORMAT:
+        raise MetaInitError(file, f": {file} is not a file written by SAMT.save_meta")
+    meta, signature = payload.get("meta"), payload.get("config")
     if not isinstance(meta, dict) or not isinstance(signature, dict):
-        raise MetaInitError(f"{where}: {path} has no readable meta-parameters")
+        raise MetaInitError(file, f": {file} has no readable meta-parameters")
     if not meta:
-        raise MetaInitError(f"{where}: {path} holds no meta-parameters (its run used "
-                            "combine=fixed, which learns no step sizes)")
-    return path, meta, signature
-
-
-def _run_signature(opt_cfg: dict, meta: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """``SAMT.meta_signature`` of the run that wrote a checkpoint, from its config and meta."""
-    import inspect
-
-    default = {k: p.default for k, p in inspect.signature(SAMT).parameters.items()}
-
-    def get(key: str) -> Any:
-        return opt_cfg.get(key, default[key])
-
-    n = sum(1 for k in meta if k.startswith("theta."))
-    size = n if int(get("group_size")) == 0 else int(get("group_size"))
-    return {
-        "step_type": get("step_type"), "projection": get("projection"),
-        "features": list(get("features")),
-        "features_per_group": bool(get("features_per_group")),
-        "eta_shared": bool(get("eta_shared")), "eta_hidden": int(get("eta_hidden")),
-        "block_sizes": [min(size, n - i) for i in range(0, n, max(size, 1))],
-        "theta_shapes": [list(meta[f"theta.{i}"].shape) for i in range(n)],
-    }
+        raise MetaInitError(file, f": {file} holds no meta-parameters (it was written with "
+                                  "combine='fixed', which learns no step sizes)")
+    return SavedMeta(file, meta, signature)
 
 
 # ``direct_adam_step`` in use (False: always ``Optimizer.step``; the tests compare the two).

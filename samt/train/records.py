@@ -1,4 +1,6 @@
-"""The run folder: ``metrics.csv``, ``summary.json`` and ``config.yaml``, written atomically.
+"""The file formats of a run folder's records: ``metrics.csv`` rows, JSON (``summary.json``),
+and the atomic write every file of a run folder goes through (``samt.train.folder.RunFolder``
+decides what is written where and when).
 
 Columns of ``metrics.csv`` (one row per epoch; documented in docs/outputs.md):
 epoch, train_loss, train_metric, test_loss, test_metric, epoch_time_s, wall_time_s, iterations,
@@ -87,6 +89,12 @@ def read_metrics(path: Path) -> list[dict]:
 
     with open(path, newline="", encoding="utf-8") as fh:
         return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def finite_number(value: Any) -> bool:
+    """A number that is neither None nor NaN/inf (a cell such as ``val_metric`` may be either)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The epoch loop: train, evaluate on train and test each epoch, record into the run folder.
+"""The epoch loop: train, evaluate on train and test each epoch, hand the records to the run
+folder (``samt.train.folder.RunFolder``, which owns its files and their formats).
 
 Reliability (docs/reliability.md): a run checkpoints at the end of every epoch and resumes from
 that checkpoint when started again in the same folder; a non-finite loss or gradient never
@@ -22,33 +23,22 @@ from tqdm.auto import tqdm
 
 from samt.data import DataError, DatasetSplits, load_dataset
 from samt.models import ModelConfigError, build_model
-from samt.optim import SAMT, MetaInitError, SAMTModelError, build_optimizer
+from samt.optim import MetaInitError, SAMTModelError
 from samt.optim.schedules import schedule_factor
 from samt.run_folder import (
+    CHECKPOINT,
     STATUS_COMPLETED,
     STATUS_DIVERGED,
     STATUS_FAILED,
     STATUS_INTERRUPTED,
-    STATUS_RUNNING,
+    RunFolderError,
 )
 from samt.tracking import make_tracker
-from samt.train.checkpoint import (
-    CHECKPOINT,
-    FORMAT,
-    SAMT_META,
-    CheckpointError,
-    FolderLock,
-    Plan,
-    RunFolderError,
-    clear_results,
-    holds_results,
-    load_checkpoint,
-    plan_run,
-    save_checkpoint,
-)
+from samt.train.build_optimizer import build_from_config
+from samt.train.checkpoint import CheckpointError, load_checkpoint
 from samt.train.evaluate import evaluate, loss_function
-from samt.train.plots import plot_learning_curves, plot_samt_steps
-from samt.train.records import read_metrics, write_json, write_metrics
+from samt.train.folder import Plan, RunFolder, Summary, read_meta_source
+from samt.train.records import finite_number
 from samt.train.seeding import (
     resolve_device,
     rng_state,
@@ -56,7 +46,7 @@ from samt.train.seeding import (
     set_rng_state,
     synchronize,
 )
-from samt.validation import RUNNER_KEYS, ConfigError, validate_against_data
+from samt.validation import ConfigError, validate_against_data
 
 # Errors in what the user asked for (config, data, run folder): one message, no result files.
 LOG = logging.getLogger("samt.run")  # Hydra writes it to <run folder>/cli.log
@@ -67,22 +57,10 @@ __all__ = ["CHECKPOINT", "USER_ERRORS", "Diverged", "Interrupted", "Run", "load_
            "run_training"]
 
 
-def optimizer_options(opt_cfg: dict) -> dict:
-    """Keyword options of the optimizer: its config without the ``name`` and ``label`` keys."""
-    return {k: v for k, v in opt_cfg.items() if k not in RUNNER_KEYS}
-
-
-def base_summary(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The summary fields known from the config alone (best effort for a broken config)."""
-    def get(section: str, key: str) -> Any:
-        node = cfg.get(section)
-        return node.get(key) if isinstance(node, dict) else None
-
-    return {"status": STATUS_RUNNING, "dataset": get("dataset", "name"),
-            "model": get("model", "name"), "optimizer": get("optimizer", "name"),
-            "label": get("optimizer", "label") or get("optimizer", "name"),
-            "seed": cfg.get("seed"), "epochs": cfg.get("epochs"), "epochs_completed": 0,
-            "error": None}
+def base_summary(cfg: dict[str, Any]) -> Summary:
+    """The summary fields known from the config alone (best effort for a broken config):
+    ``Summary.start``."""
+    return Summary.start(cfg)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -103,11 +81,15 @@ class Run:
     ``execute()`` returns the summary; ``outcome`` then says what happened in this call:
     ``fresh`` (trained from scratch), ``resumed`` (continued from ``checkpoint.pt``) or
     ``done`` (the folder already held a finished run of this config: nothing was done).
+
+    The run is the loop: set up, train epochs, evaluate; ``self.folder`` (``RunFolder``) writes
+    what it hands over (rows, checkpoint state, summary, the optimizer's meta-parameters).
     """
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path,
                  log: Callable[[str], None] | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         printer = log or (lambda message: None)
 
         def say(message: str) -> None:  # the console (samt-run prints it) and the run's log
@@ -116,7 +98,7 @@ class Run:
 
         self.log = say
         self.rows: list[dict] = []
-        self.summary: dict[str, Any] = base_summary(cfg)
+        self.summary = Summary.start(cfg)
         self.outcome: str | None = None
         self.fresh = True  # False while resuming from a checkpoint (set by execute)
         self.start_epoch = 1
@@ -128,7 +110,7 @@ class Run:
         """Data, model, optimizer. Raises a ``USER_ERRORS`` error for what the user must fix.
 
         When resuming (``self.fresh`` false: the checkpoint restores the whole optimizer state)
-        SAMT's ``meta_init`` is skipped; it only initializes a fresh start.
+        ``optimizer.meta_init`` is skipped; it only initializes a fresh start (``init_meta``).
         """
         cfg = self.cfg
         threads = cfg["device"].get("threads")
@@ -147,32 +129,25 @@ class Run:
         self.model = build_model(cfg["model"]["name"], self.data.input_shape,
                                  self.data.num_outputs, **model_opts).to(self.device)
         self.loss_fn = loss_function(self.data.task)
-        options = optimizer_options(cfg["optimizer"])
-        if not self.fresh:
-            options.pop("meta_init", None)
-        try:
-            self.optimizer = build_optimizer(cfg["optimizer"]["name"], self.model, self.loss_fn,
-                                             **options)
-        except SAMTModelError:
+        try:  # the class of optimizer._target_ (samt/train/build_optimizer.py)
+            self.optimizer = build_from_config(cfg["optimizer"], self.model, self.loss_fn)
+        except (SAMTModelError, ConfigError):  # each names the key and what is allowed
             raise
-        except MetaInitError as exc:  # names optimizer.meta_init, the file and the mismatch
-            raise ConfigError(str(exc)) from None
         except (TypeError, ValueError) as exc:  # options the optimizer itself rejects
             raise ConfigError(f"optimizer={cfg['optimizer'].get('label')!r} is invalid: its "
                               f"options were rejected: {exc}") from None
+        if self.fresh and cfg["optimizer"].get("meta_init"):
+            self.init_meta(cfg["optimizer"]["meta_init"])
         self.batch_generator = torch.Generator().manual_seed(int(cfg["seed"]))
-        metric = "accuracy" if self.data.task == "classification" else "rmse"
-        self.summary.update(task=self.data.task, metric=metric,
-                            higher_is_better=metric == "accuracy", device=str(self.device),
-                            num_params=sum(p.numel() for p in self.model.parameters()),
-                            train_size=int(self.data.x_train.shape[0]),
-                            test_size=int(self.data.x_test.shape[0]),
-                            val_size=int(self.data.x_val.shape[0]) if self.data.has_val else 0,
-                            split={"dataset_split": int(cfg["dataset"].get("split", 0)),
-                                   "val_fraction": val_fraction,
-                                   "val_seed": val_seed if self.data.has_val else None,
-                                   "train_size_before_hold_out": int(loaded.x_train.shape[0])},
-                            resumed_from=[])
+        self.summary.describe(
+            task=self.data.task, device=str(self.device),
+            num_params=sum(p.numel() for p in self.model.parameters()),
+            train_size=int(self.data.x_train.shape[0]), test_size=int(self.data.x_test.shape[0]),
+            val_size=int(self.data.x_val.shape[0]) if self.data.has_val else 0,
+            split={"dataset_split": int(cfg["dataset"].get("split", 0)),
+                   "val_fraction": val_fraction,
+                   "val_seed": val_seed if self.data.has_val else None,
+                   "train_size_before_hold_out": int(loaded.x_train.shape[0])})
         s = self.summary
         LOG.info("run folder %s", self.run_dir)
         LOG.info("config:\n%s", OmegaConf.to_yaml(OmegaConf.create(cfg)).rstrip())
@@ -181,12 +156,29 @@ class Run:
                  s["val_size"], s["test_size"], s["model"], s["num_params"], s["label"],
                  s["device"], s["seed"])
 
+    def init_meta(self, source: str) -> None:
+        """Start the optimizer from the meta-parameters of ``optimizer.meta_init``: a run folder,
+        its checkpoint.pt or a ``SAMT.save_meta`` file (``read_meta_source``). A source that
+        cannot be read or does not fit is a ``ConfigError`` naming the key, the file and why."""
+        where = f"optimizer.meta_init={str(source)!r}"
+        try:
+            saved = read_meta_source(source)
+            load = getattr(self.optimizer, "load_meta", None)
+            if load is None:
+                raise ConfigError(f"{where} cannot be used: optimizer "
+                                  f"{self.cfg['optimizer'].get('label')!r} has no "
+                                  "meta-parameters to initialize")
+            file = load(saved)
+        except MetaInitError as exc:  # its detail names the file and the mismatch
+            raise ConfigError(f"{where}{exc.detail}") from None
+        LOG.info("meta-parameters (eta models, theta) from %s", file)
+
     # --- checkpoints ---------------------------------------------------------------------------
 
     def checkpoint_state(self, epoch: int) -> dict:
         """Everything needed to continue after ``epoch`` exactly as an uninterrupted run would."""
         return {
-            "format": FORMAT, "epoch": epoch, "config": self.cfg, "device": self.device.type,
+            "epoch": epoch, "config": self.cfg, "device": self.device.type,
             "torch_version": str(torch.__version__),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(self.device, self.batch_generator),
@@ -197,7 +189,7 @@ class Run:
         }
 
     def save_checkpoint(self, epoch: int) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT, self.checkpoint_state(epoch))
+        self.folder.save_checkpoint(self.checkpoint_state(epoch))
 
     def restore(self, state: dict) -> None:
         """Load a checkpoint written by ``checkpoint_state`` (after ``setup``)."""
@@ -213,13 +205,13 @@ class Run:
             epoch = int(state["epoch"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
-                f"{self.run_dir / CHECKPOINT} does not fit this run ({type(exc).__name__}: "
+                f"{self.folder.checkpoint_path} does not fit this run ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200]}); delete it or pass resume=false") from None
         if len(self.rows) != epoch:
-            raise CheckpointError(f"{self.run_dir / CHECKPOINT}: {len(self.rows)} metric rows "
+            raise CheckpointError(f"{self.folder.checkpoint_path}: {len(self.rows)} metric rows "
                                   f"for epoch {epoch}; delete it or pass resume=false")
         self.start_epoch = epoch + 1
-        self.summary["resumed_from"] = [*state.get("resumed_from", []), epoch]
+        self.summary.resumed(list(state.get("resumed_from", [])), epoch)
         self.log(f"resuming {self.run_dir} from {CHECKPOINT} after epoch {epoch} of "
                  f"{self.cfg['epochs']}")
 
@@ -290,13 +282,13 @@ class Run:
         User errors (``USER_ERRORS``) found before training starts propagate with no result file
         written; any later failure is recorded in summary.json before it propagates.
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with FolderLock(self.run_dir):
+        self.folder.create()
+        with self.folder.lock():
             device = resolve_device(self.cfg["device"]["type"])
-            plan = plan_run(self.run_dir, self.cfg, device.type)
+            plan = self.folder.plan(self.cfg, device.type)
             if plan.kind == "done":
                 self.outcome, self.summary = "done", plan.summary or self.summary
-                self._replot_if_missing()
+                self._restore_plots()
                 return self.summary
             return self._train(plan)
 
@@ -312,22 +304,21 @@ class Run:
         except USER_ERRORS:
             raise
         except BaseException as exc:  # a crash (or Ctrl-C) while setting up
-            if plan.kind == "fresh" and not holds_results(self.run_dir):
+            if plan.kind == "fresh" and not self.folder.holds_results():
                 self._record_stop(exc)
-                self._write_summary()
+                self.folder.write_summary(self.summary)
             raise
         if plan.kind == "fresh":
-            clear_results(self.run_dir)
-            OmegaConf.save(OmegaConf.create(self.cfg), self.run_dir / "config.yaml")
+            self.folder.start_fresh(self.cfg)
         LOG.info("%s after epoch %d", "resuming" if plan.kind != "fresh" else "starting",
                  self.start_epoch - 1)
         self.tracker = make_tracker(str(self.cfg.get("logger") or "none"), self.run_dir)
         try:
             self.write()
             self._loop()
-            self.summary.update(status=STATUS_COMPLETED, error=None)
+            self.summary.stop(STATUS_COMPLETED)
         except Diverged as exc:
-            self.summary.update(status=STATUS_DIVERGED, error=str(exc))
+            self.summary.stop(STATUS_DIVERGED, str(exc))
         except BaseException as exc:
             self._record_stop(exc)
             LOG.error("run stopped: %s", self.summary.get("error"))
@@ -348,9 +339,9 @@ class Run:
         if isinstance(exc, KeyboardInterrupt):
             name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
             how = "Ctrl-C" if name == "SIGINT" else name
-            self.summary.update(status=STATUS_INTERRUPTED, error=f"interrupted ({how})")
+            self.summary.stop(STATUS_INTERRUPTED, f"interrupted ({how})")
         else:
-            self.summary.update(status=STATUS_FAILED, error=f"{type(exc).__name__}: {exc}")
+            self.summary.stop(STATUS_FAILED, f"{type(exc).__name__}: {exc}")
 
     def _loop(self) -> None:
         epochs = int(self.cfg["epochs"])
@@ -381,75 +372,17 @@ class Run:
     # --- records -------------------------------------------------------------------------------
 
     def write(self, final: bool = False) -> None:
-        """metrics.csv and summary.json (atomically); with ``final`` also the plots, and for a
-        finished SAMT run its trained meta-parameters (``samt_meta.pt``, for ``meta_init``).
+        """Hand the rows and the summary to the run folder (``RunFolder.record``): metrics.csv
+        and summary.json; with ``final`` also the plots and, for a run that completed or
+        diverged with an optimizer that has meta-parameters, ``samt_meta.pt``."""
+        self.folder.record(self.rows, self.summary, final=final,
+                           optimizer=getattr(self, "optimizer", None), warn=_warn)
 
-        summary.json comes last: once it says ``completed``, every other file is in place.
-        """
-        if final and self.summary["status"] in (STATUS_COMPLETED, STATUS_DIVERGED):
-            self._save_meta()
-        write_metrics(self.run_dir / "metrics.csv", self.rows)
-        if self.rows:
-            higher = self.summary.get("higher_is_better", True)
-            pick = max if higher else min
-            finite = [r for r in self.rows if r["test_metric"] == r["test_metric"]] or self.rows
-            best = pick(finite, key=lambda r: r["test_metric"])
-            last = self.rows[-1]
-            vals = [r for r in self.rows if _finite(r.get("val_metric"))]
-            best_val = pick(vals, key=lambda r: r["val_metric"]) if vals else {}
-            self.summary.update(
-                epochs_completed=last["epoch"],
-                final={k: last.get(k) for k in ("train_loss", "train_metric", "test_loss",
-                                                "test_metric", "val_loss", "val_metric")},
-                best_test_metric=best["test_metric"], best_epoch=best["epoch"],
-                best_val_metric=best_val.get("val_metric"),
-                best_val_epoch=best_val.get("epoch"),
-                wall_time_s=last["wall_time_s"], iterations=last["iterations"],
-                param_updates=last["param_updates"])
-        if final and self.rows:
-            try:
-                self.plot()
-            except Exception as exc:  # a plot must never change a run's status
-                _warn(f"plots not written: {type(exc).__name__}: {exc}")
-        self._write_summary()
-
-    def _save_meta(self) -> None:
-        optimizer = getattr(self, "optimizer", None)
-        if not isinstance(optimizer, SAMT) or not optimizer.learns:
-            return
-        try:
-            optimizer.save_meta(self.run_dir / SAMT_META)
-        except Exception as exc:  # checkpoint.pt holds the same meta-parameters
-            _warn(f"{SAMT_META} not written: {type(exc).__name__}: {exc}")
-
-    def _write_summary(self) -> None:
-        write_json(self.run_dir / "summary.json", self.summary)
-
-    def plot(self, rows: list[dict] | None = None, num_blocks: int | None = None) -> None:
-        """learning_curves.png and, for SAMT (``num_blocks`` blocks), samt_steps.png."""
-        rows = self.rows if rows is None else rows
-        if num_blocks is None and isinstance(getattr(self, "optimizer", None), SAMT):
-            num_blocks = len(self.optimizer.blocks)
-        title = (f"{self.summary['label']} on {self.summary['dataset']} / "
-                 f"{self.summary['model']}, seed {self.summary['seed']}")
-        plot_learning_curves(rows, self.summary.get("metric") or "test metric",
-                             self.run_dir / "learning_curves.png", title)
-        if num_blocks:
-            plot_samt_steps(rows, num_blocks, self.run_dir / "samt_steps.png", title)
-
-    def _replot_if_missing(self) -> None:
+    def _restore_plots(self) -> None:
         """A finished run whose plots are missing (killed while they were written) gets them
         again from metrics.csv; any failure is a warning."""
-        metrics = self.run_dir / "metrics.csv"
-        if not metrics.is_file():
-            return
         try:
-            rows = read_metrics(metrics)
-            num_blocks = sum(1 for key in (rows[0] if rows else {})
-                             if key.startswith("b") and key.endswith("_eta_mean"))
-            wanted = ["learning_curves.png"] + (["samt_steps.png"] if num_blocks else [])
-            if rows and not all((self.run_dir / name).is_file() for name in wanted):
-                self.plot(rows, num_blocks)
+            if self.folder.restore_plots(self.summary):
                 self.log(f"{self.run_dir}: plots were missing; written again from metrics.csv")
         except Exception as exc:
             _warn(f"plots not written: {type(exc).__name__}: {exc}")
@@ -466,17 +399,12 @@ def epoch_line(row: dict[str, Any], epochs: int, metric: str | None) -> str:
     name = metric or "metric"
     parts = [f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4g}",
              f"test {name} {row['test_metric']:.4g}"]
-    if _finite(row.get("val_metric")):
+    if finite_number(row.get("val_metric")):
         parts.append(f"val {name} {row['val_metric']:.4g}")
     parts.append(f"{row['epoch_time_s']:.1f} s")
     if row.get("skipped"):
         parts.append(f"{int(row['skipped'])} skipped iterations")
     return ", ".join(parts)
-
-
-def _finite(value: Any) -> bool:
-    """A number that is neither None nor NaN/inf (a row's ``val_metric`` may be either)."""
-    return isinstance(value, int | float) and value == value and abs(value) != float("inf")
 
 
 def run_training(cfg: dict[str, Any], run_dir: Path) -> dict:
