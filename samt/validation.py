@@ -23,15 +23,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from samt.optim.choices import (
-    COMBINES,
-    FEATURE_NAMES,
-    META_MODES,
-    META_OPTIMIZERS,
-    ORDERS,
-    PROJECTIONS,
-    STEP_TYPES,
-)
+from samt.optim import choices
 from samt.optim.schedules import SCHEDULES
 from samt.schema import (
     BOUNDS,
@@ -280,12 +272,10 @@ def _check_optimizer(cfg: dict[str, Any]) -> None:
 def _validate_samt_options(cfg: dict[str, Any]) -> None:
     """SAMT's options: choices, ranges and the combinations its constructor refuses."""
     opt = cfg["optimizer"]
-    _choice("optimizer.step_type", opt.get("step_type"), STEP_TYPES)
-    _choice("optimizer.projection", opt.get("projection"), PROJECTIONS)
-    _choice("optimizer.combine", opt.get("combine"), COMBINES)
-    _choice("optimizer.meta_mode", opt.get("meta_mode"), META_MODES)
-    _choice("optimizer.order", opt.get("order"), ORDERS)
-    _choice("optimizer.meta_optimizer", opt.get("meta_optimizer"), META_OPTIMIZERS)
+    for key, allowed in (("step_type", choices.STEP_TYPES), ("projection", choices.PROJECTIONS),
+                         ("combine", choices.COMBINES), ("meta_mode", choices.META_MODES),
+                         ("order", choices.ORDERS), ("meta_optimizer", choices.META_OPTIMIZERS)):
+        _choice(f"optimizer.{key}", opt.get(key), allowed)
     eta_min = _number(cfg, "optimizer.eta_min", float, 0.0)
     eta_max = _number(cfg, "optimizer.eta_max", float, 0.0, strict=True)
     eta0 = _number(cfg, "optimizer.eta0", float, 0.0, strict=True)
@@ -306,9 +296,9 @@ def _validate_samt_options(cfg: dict[str, Any]) -> None:
     _bool(cfg, "optimizer.features_per_group")
     features = opt.get("features")
     if not isinstance(features, list) or not features or any(
-            f not in FEATURE_NAMES for f in features):
+            f not in choices.FEATURE_NAMES for f in features):
         _fail("optimizer.features", features,
-              f"a non-empty list drawn from {', '.join(FEATURE_NAMES)}")
+              f"a non-empty list drawn from {', '.join(choices.FEATURE_NAMES)}")
     meta_init = opt.get("meta_init")
     if meta_init is not None:
         if not isinstance(meta_init, str) or not meta_init:

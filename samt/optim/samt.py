@@ -846,13 +846,18 @@ def read_meta(path: str | os.PathLike) -> SavedMeta:
     file = Path(path).expanduser()
     if not file.is_file():
         raise MetaInitError(path, ": no such file (give a file written by SAMT.save_meta)")
+    return unpack_meta(load_tensors(file, path), file)
+
+
+def load_tensors(file: Path, source: str | os.PathLike) -> Any:
+    """``torch.load`` of ``file`` (tensors only); ``MetaInitError`` for ``source`` naming the
+    file when it is truncated, corrupt or not a torch file at all."""
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, not a torch file at all
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise MetaInitError(path, f": {file} cannot be read ({type(exc).__name__}: "
-                                  f"{detail})") from None
-    return unpack_meta(payload, file)
+        raise MetaInitError(source, f": {file} cannot be read ({type(exc).__name__}: "
+                                    f"{detail})") from None
 
 
 def unpack_meta(payload: Any, file: Path) -> SavedMeta:

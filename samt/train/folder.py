@@ -25,7 +25,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from samt.optim import SAMT, MetaInitError, SavedMeta
-from samt.optim.samt import META_FORMAT, unpack_meta
+from samt.optim.samt import META_FORMAT, load_tensors, unpack_meta
 from samt.run_folder import (
     CHECKPOINT,
     CONFIG,
@@ -135,6 +135,16 @@ def block_count(rows: list[dict]) -> int:
                if key.startswith("b") and key.endswith("_eta_mean"))
 
 
+class _File:
+    """A run folder's file as a read-only attribute: ``folder.metrics_path`` and so on."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, folder: RunFolder, owner: type | None = None) -> Path:
+        return folder.path / self.name
+
+
 class RunFolder:
     """A run folder: the files of docs/outputs.md, their formats, and one writer at a time.
 
@@ -151,33 +161,13 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / METRICS
-
-    @property
-    def summary_path(self) -> Path:
-        return self.path / SUMMARY
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.path / CHECKPOINT
-
-    @property
-    def meta_path(self) -> Path:
-        return self.path / SAMT_META
-
-    @property
-    def learning_curves_path(self) -> Path:
-        return self.path / LEARNING_CURVES
-
-    @property
-    def samt_steps_path(self) -> Path:
-        return self.path / SAMT_STEPS
+    metrics_path = _File(METRICS)
+    summary_path = _File(SUMMARY)
+    config_path = _File(CONFIG)
+    checkpoint_path = _File(CHECKPOINT)
+    meta_path = _File(SAMT_META)
+    learning_curves_path = _File(LEARNING_CURVES)
+    samt_steps_path = _File(SAMT_STEPS)
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -395,12 +385,7 @@ def read_meta_source(source: str | Path) -> SavedMeta:
 
 def _read_meta_file(path: Path) -> SavedMeta:
     """The meta-parameters in ``path``: a ``save_meta`` file or a SAMT run's checkpoint."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, not a torch file at all
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise MetaInitError(path, f": {path} cannot be read ({type(exc).__name__}: "
-                                  f"{detail})") from None
+    state = load_tensors(path, path)
     if isinstance(state, dict) and state.get("format") == META_FORMAT:
         return unpack_meta(state, path)
     if isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(
