@@ -6,7 +6,7 @@ DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
 .PHONY: help install data test test-data test-slow test-full lint run bench bench-runner table-mnist table-cnn table-cifar \
-	table-regression table-smoke ablations transfer ablation-features ablation-groups report \
+	table-regression table-smoke ablations transfer ablation-features ablation-groups report profiles \
 	test-launchers clean
 # Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
 # local_parallel (joblib, JOBS runs at a time, one thread each), submitit_local, slurm, basic.
@@ -81,6 +81,10 @@ ablation-groups:  ## SAMT-E blocks of 1, 2 or all layers on a 4-hidden-layer MLP
 report:  ## re-aggregate every reproduced table from its runs/ folder into results/
 	for d in runs/*/final; do n=$$(basename $$(dirname $$d)); \
 	  $(BIN)/samt-report $$d --out results/$$n --columns per-row; done
+
+profiles:  ## performance profiles across the reproduced paper tables (-> results/profiles/)
+	$(BIN)/samt-report $(wildcard runs/mnist_mlp/final runs/regression/final runs/cnn_small/final) \
+	  --profiles-only --columns per-row --out results/profiles
 
 bench:  ## per-iteration cost of SAMT vs Adam/SGD (ratios vs targets, CSV, depth plot with "before")
 	$(BIN)/python scripts/bench.py --out bench --before results/bench/before/bench.csv

@@ -133,3 +133,27 @@ def test_bad_val_target_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path), "--val-target", "mnist=high"])
     assert exc.value.code == 2 and "--val-target 'mnist=high'" in capsys.readouterr().err
+
+
+def test_profiles_only_across_tables_leave_out_optimizers_not_run_everywhere(tmp_path):
+    """``--profiles-only`` over several tables' runs: only the validation time-to-target table
+    and the profile figure; an optimizer that one table did not run is left out of the
+    profiles (it would count as failing there) and named."""
+    root = make_runs(tmp_path / "runs")
+    extra = {**ADAM, "label": "adam_extra"}
+    for seed, val in enumerate([[98.0, 99.0, 99.5], [98.0, 99.0, 99.5]]):
+        write_run(root / f"mnist_adam_extra_s{seed}", dataset="mnist", model="mlp",
+                  optimizer=extra, seed=seed, test=[50.0] * 3, val=val, epoch_time=0.5,
+                  updates_per_epoch=200)
+    out, stdout = run_report(root, "--profiles-only", "--columns", "per-row")
+    assert (out / "plots" / "performance_profile.png").is_file()
+    assert (out / "val_time_to_target.md").is_file()
+    assert not (out / "final_test_metric.md").exists() and not (out / "all_runs.csv").exists()
+    assert not list((out / "plots").glob("curves_*"))
+    assert "leave out adam_extra: not run on every workload" in stdout
+    from samt.report.aggregate import on_every_workload
+
+    frame = pd.DataFrame([{"row": "a", "column": "x"}, {"row": "b", "column": "x"},
+                          {"row": "a", "column": "y"}])
+    kept, dropped = on_every_workload(frame)
+    assert dropped == ["y"] and set(kept["column"]) == {"x"}

@@ -408,6 +408,19 @@ def val_target_costs(groups: list[Group],
     return pd.DataFrame.from_records(records)
 
 
+def on_every_workload(costs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The costs of the optimizer columns run on every workload, and the columns left out.
+
+    A Dolan-More profile compares solvers over the same problems: an optimizer that a table
+    did not run (e.g. Prodigy on the UCI sets) would otherwise count as failing there."""
+    if costs.empty:
+        return costs, []
+    workloads = costs["row"].nunique()
+    counts = costs.groupby("column")["row"].nunique()
+    dropped = sorted(str(c) for c, n in counts.items() if n < workloads)
+    return costs[~costs["column"].isin(dropped)], dropped
+
+
 def profile_costs(costs: pd.DataFrame, measure: str) -> dict[str, dict[str, float]]:
     """``{optimizer column: {workload row: cost}}`` for ``stats.performance_profile``."""
     out: dict[str, dict[str, float]] = {}

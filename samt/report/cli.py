@@ -14,6 +14,7 @@ from samt.report.aggregate import (
     aggregate,
     build_groups,
     lr_sweeps,
+    on_every_workload,
     rows_and_columns,
     run_table,
     time_to_target,
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="split optimizer columns by knobs that differ anywhere (global) or "
                              "only within a row (per-row: step sizes tuned per dataset share "
                              "one column; the chosen values are in all_runs.csv)")
+    parser.add_argument("--profiles-only", action="store_true",
+                        help="write only the validation time-to-target table and the "
+                             "performance profiles, e.g. across the runs of several tables "
+                             "(make profiles)")
     parser.add_argument("--formats", type=_formats, default=FORMATS, metavar="md,tex,csv",
                         help="table formats to write (default: md,tex,csv)")
     return parser
@@ -147,13 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = per_dataset(targets, groups)
     agg = aggregate(groups)
     ttt = time_to_target(groups, targets)
-    tables = build_tables(agg, ttt, rows, columns)
-    significance = significance_table(groups, rows)
-    if significance is not None:
-        tables.append(significance)
     val_costs = val_target_costs(groups, val_targets(groups, per_dataset(given_val, groups)))
-    if not val_costs.empty:
-        tables.append(val_target_table(val_costs))
+    profiled, not_everywhere = on_every_workload(val_costs)
+    if args.profiles_only:
+        tables = [val_target_table(val_costs)] if not val_costs.empty else []
+    else:
+        tables = build_tables(agg, ttt, rows, columns)
+        significance = significance_table(groups, rows)
+        if significance is not None:
+            tables.append(significance)
+        if not val_costs.empty:
+            tables.append(val_target_table(val_costs))
 
     out: Path = args.out
     try:
@@ -163,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     written = write_tables(tables, out, args.formats)
-    if "csv" in args.formats:
+    if "csv" in args.formats and not args.profiles_only:
         for name, frame in (("aggregates", agg), ("all_runs", run_table(runs))):
             frame.convert_dtypes().to_csv(out / f"{name}.csv", index=False)
             written.append(out / f"{name}.csv")
@@ -173,8 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not val_costs.empty:
             val_costs.to_csv(out / "val_time_to_target_long.csv", index=False)
             written.append(out / "val_time_to_target_long.csv")
-    plots = plot_all(groups, lr_sweeps(groups), columns, out / "plots")
-    plots += plot_performance_profiles(val_costs, palette(columns), out / "plots")
+    plots = [] if args.profiles_only else plot_all(groups, lr_sweeps(groups), columns,
+                                                   out / "plots")
+    plots += plot_performance_profiles(profiled, palette(columns), out / "plots")
     if "md" in args.formats:
         written.append(write_index(tables, plots, out))
 
@@ -195,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"  performance profiles: {val_costs['row'].nunique()} workload(s) with a "
               "validation target (val_time_to_target.md, plots/performance_profile.png)")
+    if not_everywhere:
+        print(f"  performance profiles leave out {', '.join(not_everywhere)}: not run on "
+              "every workload")
     return 0
 
 

@@ -185,6 +185,7 @@ def plot_performance_profiles(costs: pd.DataFrame, colors: dict[str, tuple],
     reached within a factor tau of the best optimizer's seconds (left) and updates (right)."""
     if costs.empty:
         return []
+    out.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(11, 4.8), layout="constrained")
     axes = fig.subplots(1, len(PROFILE_MEASURES), squeeze=False)[0]
     workloads = costs["row"].nunique()
