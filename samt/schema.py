@@ -1,14 +1,22 @@
-"""The run config's schema: every key outside the optimizer group, once, with its type, its
-default and the values it allows.
+"""The run config's schema: every key, once, with its type, its default and the values it allows;
+the one source of the defaults that ``conf/`` composes.
 
-One dataclass per config section: ``RunConfig`` (the top-level keys of ``conf/config.yaml``,
-``data`` among them), ``DatasetConfig`` (``conf/dataset/``), one per model (``MODEL_SCHEMAS``,
-chosen by ``model.name``; ``conf/model/``) and ``DeviceConfig`` (``conf/device/``). A field's
-annotation is its type, its default the default, and ``option(...)`` adds what is allowed
-(``low``/``high`` bounds, ``choices``, a seed's range). The yaml presets under ``conf/`` set the
-same values with comments for users; ``tests/test_schema.py`` proves they equal these defaults.
-``samt.validation`` reads the schema for its generic checks (unknown keys, type, range,
-choice), and ``samt.models``' builders take their defaults from it.
+One dataclass per config section: ``RunConfig`` (the top-level keys, ``data`` among them),
+``DatasetConfig`` (``conf/dataset/``), one per model (``MODEL_SCHEMAS``, chosen by
+``model.name``; ``conf/model/``) and ``DeviceConfig`` (``conf/device/``); SAMT's options are
+``samt.optim.options.SAMTOptions`` (torch-free; ``SAMT.__init__`` takes its defaults from it).
+A field's annotation is its type, its default the default, and ``option(...)`` adds what is
+allowed (``low``/``high`` bounds, ``choices``, a seed's range). ``samt.validation`` reads the
+schema for its generic checks (unknown keys, type, range, choice), and ``samt.models``'
+builders take their defaults from it.
+
+Defaults: importing this module registers each schema's defaults in Hydra's ConfigStore
+(``config_nodes()``: ``schema_run``, ``schema_model_mlp``, ..., ``schema_optimizer_samt``), and
+the yaml files under ``conf/`` build on them (``defaults: [/schema_model_mlp@_here_, _self_]``)
+and set only what differs; so a program that composes ``conf/`` imports this module first
+(``samt.cli`` and ``samt.validation`` do, and ``scripts/reproduce.py``).
+``tests/test_schema.py`` proves that the composed config is the schema's defaults plus the
+presets' own values, and that no preset restates a default.
 
 Types: ``int``, ``float`` and ``bool`` as in YAML (a bool is not a number; a float must be
 finite); ``str`` non-empty; ``list[int]`` a non-empty list of positive integers; ``X | None``
@@ -20,10 +28,10 @@ Rules that involve more than one key or the outside world live in ``samt.validat
 ``logger=tensorboard`` need what they name on this machine; ``dataset.name`` must be in the
 dataset registry. The optimizer group has its own checks there too.
 
-Not registered in Hydra's ConfigStore as a structured config: OmegaConf would then refuse a
-wrong type itself while composing (its own message, exit status 1, before samt's one-line
-message), and every program that composes ``conf/`` would first have to import this module.
-No torch here: the CLI reads this before any heavy import.
+The nodes are plain (untyped) configs, not structured configs: OmegaConf would otherwise refuse
+a wrong type itself while composing (its own message, exit status 1, before samt's one-line
+message). They are root configs, not a config group, so ``samt-run --help`` lists only the
+groups a user chooses from. No torch here: the CLI reads this before any heavy import.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
+from samt.optim.options import SAMTOptions
 from samt.tracking import LOGGERS
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; int64 everywhere else
@@ -68,10 +77,13 @@ def option(default: Any = MISSING, *, low: float | None = None, strict: bool = F
 class DataConfig:
     """``data``: where the datasets are, and the validation hold-out (docs/tuning.md)."""
 
+    # relative paths are taken from where samt-run is started
     root: str = option("${oc.env:SAMT_DATA_ROOT,data}",
                        expect="expected a folder path (set SAMT_DATA_ROOT or data.root)")
-    download: bool = option(True)
+    download: bool = option(True)  # try torchvision's download when files are missing
+    # part of the training set held out for validation (0: none; experiment presets set it)
     val_fraction: float = option(0.0, **PROBABILITY, optional=True)
+    # fixes which examples are held out, independently of `seed` (docs/tuning.md)
     val_seed: int = option(12345, seed=True, optional=True)
 
 
@@ -82,13 +94,21 @@ class RunConfig:
     seed: int = option(0, seed=True)
     epochs: int = option(20, low=1)
     batch_size: int = option(128, low=1)
-    eval_batch_size: int = option(4096, low=1)
-    progress: bool = option(True)
+    eval_batch_size: int = option(4096, low=1)  # evaluation only; does not change results
+    progress: bool = option(True)  # tqdm progress bars
+    # stop with status "diverged" after this many non-finite iterations in a row
     max_consecutive_skips: int = option(50, low=1)
+    # none | tensorboard: the metrics.csv scalars (and SAMT's per-block statistics) also as
+    # TensorBoard events in <run folder>/tensorboard/ (pip install 'samt[tensorboard]'); the
+    # run's log is always <run>/cli.log
     logger: str = option("none", choices=LOGGERS, optional=True)
+    # auto: continue from the run folder's checkpoint.pt when its config matches, skip a
+    # finished run; true: as auto, but a folder with nothing to resume is an error; false:
+    # start over, deleting the folder's previous results (docs/reliability.md)
     resume: str | bool = option("auto", choices=RESUME_CHOICES, optional=True)
     data: DataConfig = field(default_factory=DataConfig)
-    tuning: Any = option(None, optional=True)  # experiment presets' plan; scripts/reproduce.py
+    # set by experiment presets; read by scripts/reproduce.py, ignored by the runner
+    tuning: Any = option(None, optional=True)
 
 
 @dataclass
@@ -96,7 +116,9 @@ class DatasetConfig:
     """``dataset``: one of the registry's datasets (``samt.data.DATASETS``)."""
 
     name: str = option(expect="expected the name of a dataset (conf/dataset/)")
-    split: int = option(0, low=0, optional=True)  # set by the presets of sets with splits (UCI)
+    # the standard train/test split's index (UCI: 20 splits, protein 5); only the presets of
+    # the sets with splits take it (they build on schema_dataset)
+    split: int = option(0, low=0, optional=True)
 
 
 @dataclass
@@ -104,10 +126,13 @@ class MlpModel:
     """``model=mlp``: ``samt.models.mlp``."""
 
     name: str = option("mlp")
+    # hidden layer widths; the paper's headline setting is one layer of 400
     hidden: list[int] = option([400])
     activation: str = option("relu", choices=tuple(ACTIVATIONS), optional=True)
+    # dropout on every hidden layer's activations
     dropout: float = option(0.0, **PROBABILITY, optional=True)
-    input_dropout: float = option(0.0, **PROBABILITY, optional=True)
+    input_dropout: float = option(0.0, **PROBABILITY, optional=True)  # dropout on the inputs
+    # none | batch (BatchNorm1d between each hidden Linear and its activation)
     norm: str = option("none", choices=NORMS, optional=True)
 
 
@@ -116,7 +141,7 @@ class RegressionMlpModel(MlpModel):
     """``model=regression_mlp``: ``samt.models.mlp`` as in the standard UCI protocol."""
 
     name: str = option("regression_mlp")
-    hidden: list[int] = option([50])
+    hidden: list[int] = option([50])  # the standard UCI protocol: one hidden layer of 50 units
 
 
 @dataclass
@@ -124,10 +149,13 @@ class CnnModel:
     """``model=cnn``: ``samt.models.cnn``."""
 
     name: str = option("cnn")
+    # one 3x3 conv + 2x2 max-pool per entry
     channels: list[int] = option([32, 64], optional=True)
-    hidden: int = option(128, low=1, optional=True)
+    hidden: int = option(128, low=1, optional=True)  # width of the fully connected layer
     activation: str = option("relu", choices=tuple(ACTIVATIONS), optional=True)
+    # dropout on the hidden fully connected layer's activations
     dropout: float = option(0.0, **PROBABILITY, optional=True)
+    # none | batch (BatchNorm after every conv and the hidden Linear)
     norm: str = option("none", choices=NORMS, optional=True)
 
 
@@ -136,7 +164,8 @@ class DeviceConfig:
     """``device``: where the run computes."""
 
     type: str = option(choices=DEVICE_TYPES)
-    threads: int | None = option(None, low=1, optional=True)  # null: torch's default
+    # torch CPU threads; null keeps torch's default (device=cuda leaves the key out)
+    threads: int | None = option(None, low=1, optional=True)
 
 
 # model.name -> its schema (the builder: samt.models.MODELS)
@@ -172,3 +201,57 @@ SECTIONS: dict[str, type | dict[str, type] | None] = {
                  if dataclasses.is_dataclass(kind)}}
 # Every top-level key of a run config: any other one is a typo.
 CONFIG_KEYS = (*GROUPS, *(f.name for f in dataclasses.fields(RunConfig)))
+
+
+# --- the defaults that conf/ composes: Hydra ConfigStore nodes ---------------------------------
+
+# SAMT options that are not config keys (set them with +optimizer.KEY=...): ``seed`` seeds
+# SAMT's own generator (order random) and has never been part of a run's recorded config.
+SAMT_UNLISTED = ("seed",)
+
+
+def _plain(value: Any) -> Any:
+    """A default as a config holds it (tuples as lists)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def samt_option_defaults() -> dict[str, Any]:
+    """SAMT's options (``samt.optim.options.SAMTOptions``) as ``conf/optimizer/samt.yaml``'s
+    base: every keyword default except ``SAMT_UNLISTED``, as a config holds it (lists)."""
+    return _plain({k: v for k, v in defaults(SAMTOptions).items() if k not in SAMT_UNLISTED})
+
+
+def _node(schema: type) -> dict[str, Any]:
+    """``schema``'s keys in its order with their defaults; ``???`` (OmegaConf's missing value)
+    where there is none: every preset built on it sets that key (``dataset.name``)."""
+    values = defaults(schema)
+    return {f.name: values.get(f.name, "???") for f in dataclasses.fields(schema)}
+
+
+def config_nodes() -> dict[str, dict[str, Any]]:
+    """The ConfigStore nodes (root configs) the yaml files of ``conf/`` build on, by name:
+    ``schema_run`` (``config.yaml``), ``schema_dataset`` (the presets of sets with splits),
+    ``schema_device`` (``auto``, ``cpu``), ``schema_model_<name>`` and
+    ``schema_optimizer_samt`` (``optimizer/samt.yaml``)."""
+    nodes = {"schema_run": _node(RunConfig), "schema_dataset": _node(DatasetConfig),
+             "schema_device": _node(DeviceConfig),
+             **{f"schema_model_{name}": _node(schema) for name, schema in MODEL_SCHEMAS.items()},
+             "schema_optimizer_samt": samt_option_defaults()}
+    return {name: _plain(node) for name, node in nodes.items()}
+
+
+def register_config_nodes() -> None:
+    """Store ``config_nodes()`` in Hydra's ConfigStore (again: harmless): done when this module
+    is imported, so any program that imports samt's CLI or checks can compose ``conf/``."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, node in config_nodes().items():
+        store.store(name=name, node=node, provider="samt")
+
+
+register_config_nodes()

@@ -64,6 +64,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import samt.schema  # noqa: F401  registers the schema's defaults, which conf/ builds on
+
 REPO = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, "-c", "from samt.cli import run_main; run_main()"]  # samt-run, cwd REPO
 LAUNCHER = "local_parallel"   # conf/hydra/launcher/local_parallel.yaml (joblib)

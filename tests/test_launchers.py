@@ -13,6 +13,8 @@ from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import samt.schema  # noqa: F401  registers the schema's defaults, which conf/ builds on
+
 CLI = [sys.executable, "-c", "from samt.cli import run_main; run_main()"]
 
 

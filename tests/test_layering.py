@@ -22,6 +22,7 @@ import yaml
 from conftest import CONF_DIR, REPO
 
 from samt import run_folder
+from samt.schema import CONFIG_KEYS
 
 OPTIM = REPO / "samt" / "optim"
 ALLOWED_PACKAGES = {"torch"}  # besides the standard library and samt.optim
@@ -35,11 +36,12 @@ CONFIG_NAMES = {"cfg", "opt_cfg", "run_dir", "run_folder"}
 
 
 def _config_sections() -> list[str]:
-    """The groups and top-level keys of the run config (``conf/config.yaml``), and ``hydra``."""
+    """The groups and top-level keys of the run config (``conf/config.yaml``'s groups, the
+    schema's top-level keys), and ``hydra``."""
     conf = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
     groups = [next(iter(entry)).replace("override ", "").split("/")[0]
               for entry in conf["defaults"] if isinstance(entry, dict)]
-    return sorted({*groups, *conf, "hydra"} - {"defaults"})
+    return sorted({*groups, *conf, *CONFIG_KEYS, "hydra"} - {"defaults"})
 
 
 # ``optimizer.meta_init``, ``data.root``, ``hydra.run.dir``: a section, a dot and a key (not a

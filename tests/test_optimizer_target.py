@@ -1,8 +1,9 @@
 """Optimizers by ``_target_``: adding one is a yaml file; the checks read the class it names;
-samt.yaml and SAMT's constructor agree on every default."""
+the SAMT preset composes SAMT's constructor defaults (one source: SAMTOptions)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import subprocess
@@ -169,17 +170,28 @@ def test_every_shipped_optimizer_config_names_an_importable_class():
         assert opt["name"] == (path.stem if not takes_model(cls) else "samt"), path.name
 
 
-def test_samt_yaml_holds_the_constructors_defaults():
-    """One source for SAMT's defaults: the constructor. samt.yaml lists every key (so that the
-    command line can override it) with exactly the constructor's default."""
-    written = yaml.safe_load((CONF_DIR / "optimizer" / "samt.yaml").read_text())
+def test_the_samt_preset_composes_the_constructors_defaults():
+    """One source for SAMT's defaults: ``SAMTOptions`` (samt/optim/options.py). The constructor's
+    keyword defaults are its values; the composed ``optimizer=samt`` holds every option but
+    ``SAMT_UNLISTED`` (so that the command line can override it) with that value, and samt.yaml
+    restates none of them."""
+    from samt.optim.options import DEFAULTS, SAMTOptions
+    from samt.schema import SAMT_UNLISTED
+
     params = inspect.signature(SAMT).parameters
-    options = {k: v for k, v in written.items()
+    fields = [f.name for f in dataclasses.fields(SAMTOptions)]
+    assert fields == [p for p in params if p not in ("model", "loss_fn")]
+    for key in fields:
+        assert params[key].default is getattr(DEFAULTS, key), key
+    opt = _compose("optimizer=samt", "data.root=/tmp")["optimizer"]
+    options = {k: v for k, v in opt.items()
                if k not in ("_target_", "_partial_", "name", "label", "schedule")}
-    assert set(options) <= set(params), set(options) - set(params)
+    assert set(options) == set(fields) - set(SAMT_UNLISTED)
     for key, value in options.items():
         default = params[key].default
         assert (list(default) if isinstance(default, tuple) else default) == value, key
+    written = yaml.safe_load((CONF_DIR / "optimizer" / "samt.yaml").read_text())
+    assert not set(written) & set(options), "samt.yaml restates a default"
     assert params["eta_max"].default == 0.3
 
 

@@ -1,5 +1,6 @@
-"""The config schema (samt/schema.py): the yaml presets hold its defaults, the model builders take
-its options, and every key it describes is checked from it with one clear message."""
+"""The config schema (samt/schema.py): the one source of the defaults (the yaml presets build on
+its ConfigStore nodes and set only what differs), the model builders take its options, and every
+key it describes is checked from it with one clear message."""
 
 from __future__ import annotations
 
@@ -23,27 +24,38 @@ from samt.schema import (
     SECTIONS,
     SEED_MAX,
     RunConfig,
+    config_nodes,
     defaults,
     field_types,
+    samt_option_defaults,
 )
 from samt.validation import ConfigError, validate_config
 
-# --- the yaml presets and the builders agree with the schema ------------------------------------
+# --- the schema holds the defaults; the yaml presets build on it and set only what differs ------
 
 
-def _yaml(path: Path) -> dict[str, Any]:
-    """A config file as written (interpolations unresolved), without its defaults list."""
+def _yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """A config file as written (interpolations unresolved) without its defaults list, and the
+    schema nodes that list builds on (``/schema_model_mlp@_here_`` -> ``schema_model_mlp``)."""
     node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    node.pop("defaults", None)
-    return node
+    bases = [entry.lstrip("/").split("@")[0] for entry in node.pop("defaults", [])
+             if isinstance(entry, str) and entry.lstrip("/").startswith("schema_")]
+    return node, bases
 
 
-def test_config_yaml_holds_the_schema_defaults_in_its_order():
-    own = _yaml(CONF_DIR / "config.yaml")
-    own.pop("hydra")
-    assert own == defaults(RunConfig)
-    assert list(own) == list(defaults(RunConfig))
-    assert list(own["data"]) == list(defaults(field_types(RunConfig)["data"]))
+def _composed(*overrides: str) -> dict[str, Any]:
+    """The config Hydra composes from conf/ (interpolations unresolved)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)),
+                                      resolve=False)
+
+
+def _merged(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in own.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
 
 
 def _group_files() -> list[tuple[str, Path]]:
@@ -51,26 +63,111 @@ def _group_files() -> list[tuple[str, Path]]:
             for path in sorted((CONF_DIR / group).glob("*.yaml"))]
 
 
-@pytest.mark.parametrize("group, path", _group_files(), ids=lambda x: getattr(x, "stem", x))
-def test_group_presets_hold_the_schema_defaults(group, path):
-    """Every key of a dataset, model or device preset is in its schema with the schema's
-    default; a key without a default (``dataset.name``, ``device.type``) names the preset."""
-    preset = _yaml(path)
+def _schema_of(group: str, name: str) -> type:
     schema = GROUPS[group]
-    if isinstance(schema, dict):
-        schema = schema[preset["name"]]
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    assert set(preset) <= set(fields), f"{path}: keys the schema does not know"
-    required = {name for name, f in fields.items() if not f.metadata.get("optional")}
-    assert required <= set(preset), f"{path}: required keys missing"
-    expected = {**dict.fromkeys(set(fields) - set(defaults(schema)), path.stem),
-                **defaults(schema)}
-    assert preset == {key: expected[key] for key in preset}
+    return schema[name] if isinstance(schema, dict) else schema
 
 
-def test_model_presets_hold_every_option():
+def test_the_schema_nodes_are_its_defaults():
+    nodes = config_nodes()
+    assert nodes["schema_run"] == defaults(RunConfig)
+    assert list(nodes["schema_run"]) == [f.name for f in dataclasses.fields(RunConfig)]
     for name, schema in MODEL_SCHEMAS.items():
-        assert _yaml(CONF_DIR / "model" / f"{name}.yaml") == defaults(schema)
+        assert nodes[f"schema_model_{name}"] == defaults(schema)
+    assert nodes["schema_dataset"] == {"name": "???", "split": 0}  # a preset names the dataset
+    assert nodes["schema_device"] == {"type": "???", "threads": None}
+    assert nodes["schema_optimizer_samt"] == samt_option_defaults()
+
+
+def test_the_composed_top_level_is_the_schema_defaults():
+    """``conf/config.yaml`` builds on ``schema_run`` and sets no top-level value of its own."""
+    own, bases = _yaml(CONF_DIR / "config.yaml")
+    assert bases == ["schema_run"] and set(own) == {"hydra"}
+    cfg = _composed()
+    top = {key: value for key, value in cfg.items() if key not in GROUPS}
+    assert top == defaults(RunConfig)
+    assert list(top) == list(defaults(RunConfig))
+
+
+@pytest.mark.parametrize("group, path", _group_files(), ids=lambda x: getattr(x, "stem", x))
+def test_a_composed_preset_is_its_schema_defaults_plus_its_own_values(group, path):
+    """Every dataset, model or device preset composes to the schema node it builds on plus its
+    own keys; every key is in its schema, the required ones are set."""
+    own, bases = _yaml(path)
+    section = _composed(f"{group}={path.stem}")[group]
+    base: dict[str, Any] = {}
+    for name in bases:
+        base = _merged(base, config_nodes()[name])
+    assert section == _merged(base, own)
+    schema = _schema_of(group, section.get("name", path.stem))
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    assert set(section) <= set(fields), f"{path}: keys the schema does not know"
+    required = {name for name, f in fields.items() if not f.metadata.get("optional")}
+    assert required <= set(section), f"{path}: required keys missing"
+    assert "???" not in section.values(), f"{path}: a key without a default is not set"
+
+
+def test_model_presets_compose_to_every_option_with_its_default():
+    for name, schema in MODEL_SCHEMAS.items():
+        assert _composed(f"model={name}")["model"] == defaults(schema)
+
+
+def test_the_samt_preset_composes_to_samts_defaults():
+    own, bases = _yaml(CONF_DIR / "optimizer" / "samt.yaml")
+    assert bases == ["schema_optimizer_samt"]
+    assert set(own) == {"_target_", "_partial_", "name", "label", "schedule"}
+    opt = _composed("optimizer=samt")["optimizer"]
+    assert {k: v for k, v in opt.items() if k not in own} == samt_option_defaults()
+
+
+def _restated(own: dict[str, Any], defaults_: dict[str, Any], where: str = "") -> list[str]:
+    """The keys of ``own`` whose value is the schema's default (nested sections too)."""
+    found = []
+    for key, value in own.items():
+        if key not in defaults_:
+            continue
+        if isinstance(value, dict) and isinstance(defaults_[key], dict):
+            found += _restated(value, defaults_[key], f"{where}{key}.")
+        elif value == defaults_[key] and type(value) is type(defaults_[key]):
+            found.append(f"{where}{key}: {value!r}")
+    return found
+
+
+def _preset_files() -> list[Path]:
+    """The files built on a schema node: config.yaml, the dataset, model and device presets and
+    optimizer/samt.yaml. (Its variants, samt_e.yaml and so on, name what makes the variant,
+    e.g. ``step_type: element``, whatever the default; experiment presets spell out a paper
+    table's protocol.)"""
+    return [CONF_DIR / "config.yaml", *(path for _, path in _group_files()),
+            CONF_DIR / "optimizer" / "samt.yaml"]
+
+
+@pytest.mark.parametrize("path", _preset_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_preset_restates_a_schema_default(path):
+    own, _ = _yaml(path)
+    if path.name == "config.yaml":
+        schema_defaults = defaults(RunConfig)
+    elif path.parent.name == "optimizer":
+        schema_defaults = samt_option_defaults()
+    else:
+        section = _composed(f"{path.parent.name}={path.stem}")[path.parent.name]
+        schema_defaults = defaults(_schema_of(path.parent.name, section.get("name", path.stem)))
+    assert _restated(own, schema_defaults) == [], f"{path}: set by the schema already"
+
+
+@pytest.mark.parametrize("override", [
+    "seed=3", "data.val_seed=7", "data.val_fraction=0.1", "model.dropout=0.5",
+    "model=cnn model.channels=[8]", "device.threads=2", "dataset=uci_wine dataset.split=3",
+    "optimizer.eta_max=1.0", "optimizer=samt_s optimizer.meta_init=/x", "optimizer.features=[var]",
+])
+def test_every_schema_key_is_overridable_without_a_plus(override):
+    """The schema's keys exist after composition: ``key=value`` sets them (no ``+``)."""
+    cfg = _composed(*override.split())
+    key, _, value = override.split()[-1].partition("=")
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    assert str(node).replace("'", "").replace(" ", "") == value
 
 
 def test_model_builders_take_exactly_the_schema_options_with_its_defaults():

@@ -26,7 +26,6 @@ file (``read_meta``), or from a ``SavedMeta`` that the caller read from elsewher
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from samt.optim.components import (
     step_shape,
     theta_init,
 )
+from samt.optim.options import DEFAULTS
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 STAT_NAMES = ("eta_mean", "eta_std", "beta_mean", "grad_norm", "meta_loss", "skipped", "clamped")
@@ -135,12 +135,11 @@ class _Visit:
 class SAMT:
     """Block-alternating optimizer with meta-learned step sizes (see module docstring).
 
-    Args:
+    Args (every keyword's default: ``samt.optim.options.DEFAULTS``, their one source):
         model: an ``nn.Sequential`` of Linear/Conv layers (see ``samt.optim.blocks``).
         loss_fn: ``loss_fn(model_output, targets) -> scalar tensor``.
         step_type: ``scalar`` | ``element`` | ``row`` | ``column``.
-        eta0, eta_min, eta_max: initial step and the clamp range of every applied step
-            (defaults 0.1, 1e-6 and 0.3 = 3 * eta0).
+        eta0, eta_min, eta_max: initial step and the clamp range of every applied step.
         projection: ``sigmoid`` | ``tanh`` (``tanh_c`` sets the tanh range eta0*e^(+-c)).
         combine: ``convex`` (paper) | ``learned`` (right term alone) | ``fixed`` (eta0, no meta).
         meta_mode: ``exact`` | ``lookahead`` | ``hypergradient``; ``meta_interval``: every n-th
@@ -166,14 +165,18 @@ class SAMT:
     takes_model: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, loss_fn: LossFn,
-                 *, step_type: str = "element", eta0: float = 0.1, eta_min: float = 1e-6,
-                 eta_max: float = 0.3, projection: str = "sigmoid", tanh_c: float = math.log(100.0),
-                 combine: str = "convex", meta_mode: str = "exact", meta_lr: float = 1e-3,
-                 meta_optimizer: str = "adam", meta_interval: int = 1,
-                 features: Sequence[str] = FEATURE_NAMES, features_per_group: bool = False,
-                 eta_hidden: int = 32, eta_shared: bool = False, group_size: int = 1,
-                 order: str = "top_down", seed: int = 0,
-                 meta_init: str | os.PathLike | SavedMeta | None = None):
+                 *, step_type: str = DEFAULTS.step_type, eta0: float = DEFAULTS.eta0,
+                 eta_min: float = DEFAULTS.eta_min, eta_max: float = DEFAULTS.eta_max,
+                 projection: str = DEFAULTS.projection, tanh_c: float = DEFAULTS.tanh_c,
+                 combine: str = DEFAULTS.combine, meta_mode: str = DEFAULTS.meta_mode,
+                 meta_lr: float = DEFAULTS.meta_lr, meta_optimizer: str = DEFAULTS.meta_optimizer,
+                 meta_interval: int = DEFAULTS.meta_interval,
+                 features: Sequence[str] = DEFAULTS.features,
+                 features_per_group: bool = DEFAULTS.features_per_group,
+                 eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
+                 group_size: int = DEFAULTS.group_size, order: str = DEFAULTS.order,
+                 seed: int = DEFAULTS.seed,
+                 meta_init: str | os.PathLike | SavedMeta | None = DEFAULTS.meta_init):
         _check_choice("step_type", step_type, STEP_TYPES)
         _check_choice("projection", projection, PROJECTIONS)
         _check_choice("combine", combine, COMBINES)
