@@ -24,6 +24,16 @@ FINAL_STATUSES = (STATUS_COMPLETED, STATUS_DIVERGED)  # a run that ended: nothin
 # before optimizers were built by ``_target_`` lack them: such a run still resumes, counts as
 # finished and groups with newer runs of the same optimizer (label and options).
 BUILD_KEYS = ("optimizer._target_", "optimizer._partial_", "optimizer.constant_schedule_only")
+# Options added after runs existed, with the value that does what their absence did: a recorded
+# config without the key equals one that holds this value (resume, grouping in reports).
+ADDED_DEFAULTS = {"optimizer.meta_normalize": False}
+
+
+def without_added_defaults(flat: dict) -> dict:
+    """A flattened config without the ``ADDED_DEFAULTS`` keys that hold their default."""
+    return {k: v for k, v in flat.items()
+            if not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k]
+                    and type(v) is type(ADDED_DEFAULTS[k]))}
 
 # The files of a run folder (docs/outputs.md). ``samt.train.folder.RunFolder`` reads and writes
 # them; the names live here so that torch-free code (the CLI) can name them too.

@@ -293,6 +293,8 @@ def _validate_samt_options(cfg: dict[str, Any]) -> None:
     if "seed" in opt:
         _seed(cfg, "optimizer.seed")
     _bool(cfg, "optimizer.eta_shared")
+    if "meta_normalize" in opt:
+        _bool(cfg, "optimizer.meta_normalize")
     _bool(cfg, "optimizer.features_per_group")
     features = opt.get("features")
     if not isinstance(features, list) or not features or any(

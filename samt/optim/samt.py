@@ -145,6 +145,10 @@ class SAMT:
         meta_mode: ``exact`` | ``lookahead`` | ``hypergradient``; ``meta_interval``: every n-th
             iteration only.
         meta_lr, meta_optimizer: learning rate and kind (``adam`` | ``sgd``) of the meta optimizer.
+        meta_normalize: divide each block's ``g' * g`` by ``|g'| |g|`` (over the block's
+            weights and biases), so the meta-gradient sums to minus the cosine of ``g'`` and
+            ``g``: hypergradient descent's normalized form, free of the gradients' and the
+            loss's scale (a deviation from the paper; docs/algorithm.md).
         features: subset of ``mean, var, max, min, norm``; ``features_per_group``: per row
             (row type) or column (column type).
         eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
@@ -171,6 +175,7 @@ class SAMT:
                  combine: str = DEFAULTS.combine, meta_mode: str = DEFAULTS.meta_mode,
                  meta_lr: float = DEFAULTS.meta_lr, meta_optimizer: str = DEFAULTS.meta_optimizer,
                  meta_interval: int = DEFAULTS.meta_interval,
+                 meta_normalize: bool = DEFAULTS.meta_normalize,
                  features: Sequence[str] = DEFAULTS.features,
                  features_per_group: bool = DEFAULTS.features_per_group,
                  eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
@@ -203,6 +208,7 @@ class SAMT:
         self.projection, self.tanh_c = projection, tanh_c
         self.eta0, self.eta_min, self.eta_max = eta0, eta_min, eta_max
         self.meta_interval, self.order = meta_interval, order
+        self.meta_normalize = bool(meta_normalize)
         self.feature_idx = feature_indices(list(features))
         self.features = [FEATURE_NAMES[i] for i in self.feature_idx]
         self.eta_hidden, self.group_size = int(eta_hidden), int(group_size)
@@ -456,6 +462,21 @@ class SAMT:
                           None if clamped else [s.fast for s in steps])
         return _Visit(phis, grads, [s.eta for s in steps] if keep_graph else None, clamped)
 
+    def _cosine_scale(self, grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]]
+                      ) -> torch.Tensor | None:
+        """``1 / (|g'| |g|)`` over the block's gradients (``meta_normalize``), else None: the
+        scaled ``g' * g`` sums to the cosine of the two gradients. A zero gradient gives a
+        zero meta-gradient (no step), not a division by zero. Taken before the products
+        overwrite ``g``; a tensor, so no host sync."""
+        if not self.meta_normalize:
+            return None
+        pairs = list(grad_of.values())
+        old = torch.stack([torch.linalg.vector_norm(g) for g, _ in pairs]).norm()
+        new = torch.stack([torch.linalg.vector_norm(g_new) for _, g_new in pairs]).norm()
+        denominator = old * new
+        return torch.where(denominator > 0, 1.0 / denominator.clamp_min(1e-30),
+                           torch.zeros_like(denominator))
+
     def _meta_update(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
                      meta_loss: torch.Tensor) -> None:
         """Meta-step of block ``k``: ``d loss / d eta = -g' * g`` back through ``eta_bar``."""
@@ -475,6 +496,7 @@ class SAMT:
                 etas.append(step.eta)
         grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
                            strict=True))
+        norm = self._cosine_scale(grad_of)
         surrogate = meta_loss.new_zeros(())
         for unit, eta in zip(block.units, etas, strict=True):
             g, g_new = grad_of[id(unit.weight)]
@@ -483,6 +505,8 @@ class SAMT:
             for p in unit.secondaries:  # the bias steps are linear in eta: fold them in
                 g, g_new = grad_of[id(p)]
                 product.add_(secondary_step_adjoint(g_new * g, eta.shape, p))
+            if norm is not None:
+                product.mul_(norm)
             surrogate = surrogate - torch.dot(eta.reshape(-1), product.reshape(-1))
             del product
         del grad_of, etas
@@ -502,6 +526,7 @@ class SAMT:
         eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
         grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
                            strict=True))
+        norm = self._cosine_scale(grad_of)
         thetas, theta_grads, outputs, adjoints, checks = [], [], [], [], [meta_loss]
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
             g, g_new = grad_of[id(unit.weight)]
@@ -509,6 +534,8 @@ class SAMT:
             for p in unit.secondaries:
                 g, g_new = grad_of[id(p)]
                 product.add_(secondary_step_adjoint(g_new * g, info.s.shape, p))
+            if norm is not None:
+                product.mul_(norm)
             if info.beta is not None:  # (a copy where no sum is needed: product changes next)
                 sum_p = (product.sum_to_size(info.beta.shape) if info.beta.shape != product.shape
                          else product.clone())

@@ -21,7 +21,7 @@ import pandas as pd
 
 from samt.holdout import without_inactive_val_keys
 from samt.report.collect import Run
-from samt.run_folder import BUILD_KEYS
+from samt.run_folder import BUILD_KEYS, without_added_defaults
 
 REPLICATE_KEYS = ("seed", "dataset.split")
 BOOKKEEPING_KEYS = ("progress", "data.root", "data.download", "device", "eval_batch_size",
@@ -173,7 +173,7 @@ def build_groups(runs: list[Run], per_row_columns: bool = False) -> list[Group]:
     for run in runs:
         # A null value counts as absent: a key added later with a null default (e.g.
         # optimizer.meta_init) does not split older runs from newer ones.
-        config = without_inactive_val_keys(run.config)
+        config = without_added_defaults(without_inactive_val_keys(run.config))
         key = tuple(sorted((k, v) for k, v in config.items()
                            if is_group_key(k) and v is not None and k not in BUILD_KEYS))
         by_key.setdefault(key, []).append(run)

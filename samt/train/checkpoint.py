@@ -16,7 +16,13 @@ from typing import Any
 import torch
 
 from samt.holdout import without_inactive_val_keys
-from samt.run_folder import BUILD_KEYS, CHECKPOINT, FolderLock, RunFolderError
+from samt.run_folder import (
+    BUILD_KEYS,
+    CHECKPOINT,
+    FolderLock,
+    RunFolderError,
+    without_added_defaults,
+)
 from samt.train.records import write_atomic
 
 FORMAT = 1
@@ -92,8 +98,8 @@ def config_differences(old: dict, new: dict) -> list[str]:
     configs later with a null default (e.g. ``optimizer.meta_init``) keeps older runs resumable.
     Likewise ``data.val_fraction`` 0 (and any ``data.val_seed`` with it) equals absent.
     """
-    a = without_inactive_val_keys(_flatten(old))
-    b = without_inactive_val_keys(_flatten(new))
+    a = without_added_defaults(without_inactive_val_keys(_flatten(old)))
+    b = without_added_defaults(without_inactive_val_keys(_flatten(new)))
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.startswith("device.") or any(key == k or key.startswith(f"{k}.")
