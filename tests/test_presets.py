@@ -167,3 +167,24 @@ def test_runs_from_before_target_keys_group_and_resume_with_new_ones(tmp_path):
     other = {**new, "seed": 0, "optimizer._target_": "torch.optim.AdamW"}
     assert config_differences(nested({**new, "seed": 0}), nested(other)) == [
         "optimizer._target_: 'torch.optim.Adam' -> 'torch.optim.AdamW'"]
+
+
+def test_options_added_later_count_as_their_default_in_old_run_folders(tmp_path):
+    """A run folder from before ``optimizer.meta_normalize`` existed equals one with its default
+    (false) for resuming and grouping; one with true differs."""
+    from samt.train.checkpoint import config_differences
+
+    old = {"optimizer": {"name": "samt", "label": "samt_e", "eta0": 0.1}, "seed": 0}
+    off = {"optimizer": {**old["optimizer"], "meta_normalize": False}, "seed": 0}
+    on = {"optimizer": {**old["optimizer"], "meta_normalize": True}, "seed": 0}
+    assert config_differences(old, off) == []
+    assert config_differences(old, on) == ["optimizer.meta_normalize: '<absent>' -> True"]
+
+    def run(seed: int, **extra) -> ReportRun:
+        config = {"dataset.name": "mnist", "optimizer.name": "samt", "optimizer.label": "samt_e",
+                  "optimizer.eta0": 0.1, "seed": seed, **extra}
+        return ReportRun(path=tmp_path / str(seed), config=config,
+                         summary={"status": "completed"}, metrics=None)
+
+    assert len(build_groups([run(0), run(1, **{"optimizer.meta_normalize": False})])) == 1
+    assert len(build_groups([run(0), run(1, **{"optimizer.meta_normalize": True})])) == 2
