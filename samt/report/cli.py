@@ -196,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  tables ({','.join(args.formats)}): {len(written)} files in {out}/")
     print(f"  plots (png, pdf): {len(plots)} files in {out / 'plots'}/")
     no_target = sorted({g.dataset for g in groups} - set(targets))
-    if ttt.empty:
+    if args.profiles_only:
+        pass  # no test-metric tables: time to target is not written
+    elif ttt.empty:
         print("  time to target: no targets for these datasets (use --target DATASET=VALUE)")
     elif no_target:
         print(f"  time to target: none for {', '.join(no_target)} (use --target DATASET=VALUE)")
