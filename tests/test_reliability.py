@@ -316,6 +316,7 @@ def test_one_process_per_run_folder(tmp_path):
         Run(_config(tmp_path), tmp_path / "run").execute()
 
 
+@pytest.mark.slow  # a real joblib sweep of three processes (make test-slow, CI stage 2)
 def test_sweep_with_a_failing_job_runs_the_others_and_exits_non_zero(tmp_path, capsys):
     args = ["-m", "dataset=digits", "optimizer=adam", "model.hidden=[8]", "epochs=1",
             "optimizer.lr=0.01,-1,0.02", "device=cpu", "progress=false",
