@@ -293,8 +293,9 @@ def _validate_samt_options(cfg: dict[str, Any]) -> None:
     if "seed" in opt:
         _seed(cfg, "optimizer.seed")
     _bool(cfg, "optimizer.eta_shared")
-    if "meta_normalize" in opt:
-        _bool(cfg, "optimizer.meta_normalize")
+    for key in ("meta_normalize", "compile"):  # keys added later: absent in old run configs
+        if key in opt:
+            _bool(cfg, f"optimizer.{key}")
     _bool(cfg, "optimizer.features_per_group")
     features = opt.get("features")
     if not isinstance(features, list) or not features or any(

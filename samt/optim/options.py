@@ -39,6 +39,9 @@ class SAMTOptions:
     order: str = "top_down"           # top_down | bottom_up | random
     seed: int = 0                     # seed of the generator used by order random
     meta_init: str | None = None      # start from another run's meta-parameters (a path)
+    compile: bool = False             # torch.compile the analytic path's element-wise chains:
+                                      # faster steps, seconds of compile time per run (measured
+                                      # in docs/performance.md); equal to eager up to rounding
 
 
 DEFAULTS = SAMTOptions()

@@ -17,6 +17,8 @@ meta-gradient of ``-sum(eta * g' * g)`` is formed analytically with in-place ele
 and autograd runs only through the small eta model. In exact and lookahead modes with per-block
 eta models the meta-updates of one iteration share one finiteness check (one host sync) and one
 multi-tensor fused-Adam step; ``batch_meta = False`` selects the per-block reference path.
+``compile=True`` runs the analytic path's full-size element-wise chains (features, step and its
+statistics, meta-gradient) through ``torch.compile``d functions (``samt.optim.fused``).
 
 Eta-model transfer: ``save_meta(path)`` writes the trained meta-parameters (eta models and
 ``theta``) with what must match to reuse them; ``SAMT(..., meta_init=path)`` starts from such a
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from samt.optim import fused
 from samt.optim.blocks import Block, PassContext, needs_context, split_blocks
 from samt.optim.choices import (
     COMBINES,
@@ -98,10 +102,11 @@ class _Fast:
     """What the analytic meta-gradient of a sigmoid-projected step needs (``_meta_update``).
 
     ``eta = beta*eta0 + c*s`` with ``s = sigmoid(theta + z_m)`` and ``c = (1-beta)*eta_max``.
-    ``beta`` and ``z_m`` keep the (tiny) eta-model graph; ``s`` and ``c`` are detached.
+    ``beta`` and ``z_m`` keep the (tiny) eta-model graph; ``s`` and ``c`` are detached. ``s`` is
+    None where the compiled meta-gradient recomputes it (``compile=True``, not kept).
     """
 
-    s: torch.Tensor
+    s: torch.Tensor | None
     c: torch.Tensor
     beta: torch.Tensor | None  # None for combine=learned (beta = 0, no gradient)
     z_m: torch.Tensor
@@ -115,6 +120,7 @@ class _Step:
     eta: torch.Tensor
     beta: torch.Tensor
     fast: _Fast | None = None
+    row: torch.Tensor | None = None  # the compiled step's statistics (``fused.step``)
 
     def clamp(self, low: float, high: float) -> None:
         """Clamp the applied step (kept in the autograd graph: clamped entries get no meta-grad)."""
@@ -159,6 +165,13 @@ class SAMT:
             ``load_meta``). Step type, projection, features, eta model and block/``theta``
             shapes must match; the meta-optimizer starts fresh. ``self.meta_init`` is then the
             file read (``None`` without).
+        compile: run the full-size element-wise chains of the analytic path (sigmoid
+            projection, convex or learned combine: features, step and its statistics,
+            meta-gradient) through ``torch.compile`` (``samt.optim.fused``), compiled at the
+            first step of each weight shape, once per process. Equal to the eager path up to
+            float rounding (reductions reordered); other cases stay eager. Where compiling
+            fails (no C compiler), one warning and the eager path. Speed and compile time:
+            docs/performance.md.
 
     ``takes_model = True`` tells the builders (``samt.optim.build_optimizer`` and the runner's
     config builder) to construct it as ``SAMT(model, loss_fn, **options)`` and use it
@@ -181,7 +194,8 @@ class SAMT:
                  eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
                  group_size: int = DEFAULTS.group_size, order: str = DEFAULTS.order,
                  seed: int = DEFAULTS.seed,
-                 meta_init: str | os.PathLike | SavedMeta | None = DEFAULTS.meta_init):
+                 meta_init: str | os.PathLike | SavedMeta | None = DEFAULTS.meta_init,
+                 compile: bool = DEFAULTS.compile):
         _check_choice("step_type", step_type, STEP_TYPES)
         _check_choice("projection", projection, PROJECTIONS)
         _check_choice("combine", combine, COMBINES)
@@ -209,6 +223,8 @@ class SAMT:
         self.eta0, self.eta_min, self.eta_max = eta0, eta_min, eta_max
         self.meta_interval, self.order = meta_interval, order
         self.meta_normalize = bool(meta_normalize)
+        self.compile = bool(compile)  # set to False where compiling fails (``_fused``)
+        self.compile_error: str | None = None  # why, then
         self.feature_idx = feature_indices(list(features))
         self.features = [FEATURE_NAMES[i] for i in self.feature_idx]
         self.eta_hidden, self.group_size = int(eta_hidden), int(group_size)
@@ -283,6 +299,25 @@ class SAMT:
         raw = gradient_features(g, self.group_dim)
         return raw, squash(raw[..., self.feature_idx])
 
+    def _compiles(self, tensor: torch.Tensor) -> bool:
+        """Whether a chain over ``tensor`` runs compiled: with ``compile``, on tensors of at
+        least ``fused.MIN_NUMEL`` entries (on smaller ones a compiled call costs more than it
+        saves)."""
+        return self.compile and tensor.numel() >= fused.MIN_NUMEL
+
+    def _fused(self, name: str, *args: Any) -> Any:
+        """``samt.optim.fused``'s compiled ``name`` on ``args`` (without autograd), or None where
+        compiling fails on this platform: then one ``CompileWarning``, ``compile_error`` says
+        why, and this optimizer runs eager."""
+        try:
+            with torch.no_grad():
+                return fused.call(name, *args)
+        except fused.CompileUnavailable as exc:
+            self.compile, self.compile_error = False, str(exc)
+            warnings.warn(f"SAMT(compile=True): {exc}; running eager instead",
+                          fused.CompileWarning, stacklevel=3)
+            return None
+
     def _analytic(self) -> bool:
         """Whether steps have the analytic meta-gradient (``_Fast``): sigmoid projection,
         convex or learned combine. Other cases back-propagate through the step with autograd."""
@@ -298,6 +333,8 @@ class SAMT:
         meta-gradient needs (only the eta model's graph is recorded); ``need_raw=False`` skips
         the step itself (``raw``/``eta`` are then ``s``), for a meta-update that only needs
         ``_Fast``; ``keep_fast=False`` forms the step in ``s``'s storage and keeps no ``_Fast``.
+        With ``compile``, ``fused.step`` forms the step and its statistics (``_Step.row``), and
+        ``need_raw=False`` leaves ``s`` to the compiled meta-gradient (``_Fast.s`` None).
         """
         if not self.learns:
             weight = self.blocks[k].units[0].weight
@@ -316,6 +353,18 @@ class SAMT:
             beta = torch.sigmoid(z_beta)
             if self.combine == "learned":
                 beta = torch.zeros_like(beta)
+            if fast and self._compiles(theta):
+                with torch.no_grad():
+                    c = (1.0 - beta) * eta_max
+                    out_c = (None, None, None) if not need_raw else self._fused(
+                        "step", theta.detach(), z_m.detach(), beta * eta0, c, beta.detach(),
+                        keep_fast)
+                if out_c is not None:
+                    raw, s, row = out_c
+                    info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m)
+                            if keep_fast or not need_raw else None)
+                    out.append(_Step(raw, raw, beta.detach(), info, row))
+                    continue
             if fast:
                 with torch.no_grad():
                     s = torch.add(theta, z_m).sigmoid_()  # one full-size tensor, not two
@@ -406,18 +455,28 @@ class SAMT:
         """
         block = self.blocks[k]
         grad_of = dict(zip(map(id, block.params), grads, strict=True))
-        raws = [gradient_features(grad_of[id(u.weight)], self.group_dim) for u in block.units]
-        checks = [loss.reshape(1)] + [r.reshape(-1) for r in raws]
-        checks += [grad_of[id(p)].sum().reshape(1) for u in block.units for p in u.secondaries]
-        phis = [squash(r[..., self.feature_idx]) for r in raws]
         analytic = self._analytic()  # the full-size part of the step then runs without autograd
         fast = keep_graph and analytic
+        feats = [self._fused("features", grad_of[id(u.weight)], self.group_dim,
+                             tuple(self.feature_idx))
+                 if analytic and self._compiles(grad_of[id(u.weight)]) else None
+                 for u in block.units]   # (raw features, phi, gradient norm), or None: eager
+        raws = [f[0] if f is not None else gradient_features(grad_of[id(u.weight)],
+                                                              self.group_dim)
+                for u, f in zip(block.units, feats, strict=True)]
+        checks = [loss.reshape(1)] + [r.reshape(-1) for r in raws]
+        checks += [grad_of[id(p)].sum().reshape(1) for u in block.units for p in u.secondaries]
+        phis = [f[1] if f is not None else squash(r[..., self.feature_idx])
+                for r, f in zip(raws, feats, strict=True)]
         with torch.set_grad_enabled(keep_graph):
             steps = self._unit_steps(k, phis, analytic, keep_fast=fast)
         low, high = self.eta_min * self.scale, self.eta_max * self.scale
         with torch.no_grad():
             rows = []
-            for raw, step in zip(raws, steps, strict=True):
+            for raw, step, feat in zip(raws, steps, feats, strict=True):
+                if step.row is not None and feat is not None:  # compiled: the same statistics
+                    rows.append(torch.cat([step.row, feat[2]]))
+                    continue
                 flat = step.raw.detach().reshape(-1)
                 lo, hi = torch.aminmax(flat)
                 rows.append(torch.stack([flat.sum(), torch.dot(flat, flat), lo, hi,
@@ -529,6 +588,23 @@ class SAMT:
         norm = self._cosine_scale(grad_of)
         thetas, theta_grads, outputs, adjoints, checks = [], [], [], [], [meta_loss]
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
+            theta = self.meta.theta[self._theta_offset[k] + i]
+            result = (self._fused_meta(unit, info, theta, grad_of, norm)
+                      if self._compiles(grad_of[id(unit.weight)][0]) else None)
+            if result is not None:
+                grad, sum_ps, sum_p, adjoint, check = result
+                thetas.append(theta)
+                theta_grads.append(grad)
+                outputs.append(info.z_m)
+                adjoints.append(adjoint)
+                checks.append(check)
+                if info.beta is not None:
+                    outputs.append(info.beta)
+                    adjoints.append(eta_max * sum_ps - eta0 * sum_p)
+                continue
+            if info.s is None:  # left to the compiled chain, which failed: recompute it here
+                with torch.no_grad():
+                    info.s = torch.add(theta, info.z_m).sigmoid_()
             g, g_new = grad_of[id(unit.weight)]
             product = hypergradient_product(g_new, g, info.s.shape, inplace=True)
             for p in unit.secondaries:
@@ -543,7 +619,7 @@ class SAMT:
             sum_ps = ps.sum_to_size(info.c.shape)
             grad = info.s.sub_(1.0).mul_(ps).mul_(info.c)   # -P c s (1 - s), in s's storage
             del product, ps
-            thetas.append(self.meta.theta[self._theta_offset[k] + i])
+            thetas.append(theta)
             theta_grads.append(grad)
             outputs.append(info.z_m)
             adjoints.append(grad.sum_to_size(info.z_m.shape))
@@ -560,6 +636,27 @@ class SAMT:
                 theta.grad = grad if theta.grad is None else theta.grad + grad
 
         self._meta_finish(k, torch.stack(checks).sum(), meta_loss, backward)
+
+    def _fused_meta(self, unit: Any, info: _Fast, theta: torch.Tensor,
+                    grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                    norm: torch.Tensor | None) -> tuple | None:
+        """``_meta_update_fast``'s chain for one unit through the compiled ``fused.meta``:
+        (``theta`` gradient, ``sum(P s)``, ``sum(P)`` or None, ``z_m`` adjoint, check), or None
+        where compiling fails. The gradient is written into a kept ``s``, else a new tensor."""
+        shape = theta.shape
+        g, g_new = grad_of[id(unit.weight)]
+        extras = []
+        for p in unit.secondaries:  # the bias terms, folded in as on the eager path
+            g_p, g_new_p = grad_of[id(p)]
+            extras.append(secondary_step_adjoint(g_new_p * g_p, shape, p))
+        result = self._fused("meta", g, g_new, extras, norm, info.s, theta.detach(),
+                             info.z_m.detach(), info.c,
+                             None if info.beta is None else tuple(info.beta.shape),
+                             tuple(info.z_m.shape))
+        if result is None:
+            return None
+        grad, *rest = result
+        return (info.s if grad is None else grad, *rest)
 
     def _meta_finish(self, k: int, check: torch.Tensor, meta_loss: torch.Tensor,
                      backward: Callable[[], None]) -> None:

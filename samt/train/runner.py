@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from samt.data import DataError, DatasetSplits, load_dataset
 from samt.models import ModelConfigError, build_model
 from samt.optim import MetaInitError, SAMTModelError
+from samt.optim.fused import CompileWarning
 from samt.optim.schedules import schedule_factor
 from samt.run_folder import (
     CHECKPOINT,
@@ -350,8 +352,16 @@ class Run:
                   disable=not self.cfg["progress"],
                   desc=f"{self.summary['label']} {self.summary['dataset']}",
                   unit="it", dynamic_ncols=True) as bar:
+            compile_warned = False
             for epoch in range(self.start_epoch, epochs + 1):
-                seconds, iterations = self.train_epoch(bar)
+                with warnings.catch_warnings():  # said below once, naming the config key
+                    warnings.simplefilter("ignore", CompileWarning)
+                    seconds, iterations = self.train_epoch(bar)
+                error = getattr(self.optimizer, "compile_error", None)
+                if error and not compile_warned:
+                    compile_warned = True
+                    _warn(f"optimizer.compile=true: {error}; the run continues eager (the same "
+                          "numbers up to float rounding; set optimizer.compile=false)")
                 counters = self.wall_time, self.iterations
                 self.rows.append(self.epoch_row(epoch, seconds, iterations))
                 try:
