@@ -26,7 +26,8 @@ FINAL_STATUSES = (STATUS_COMPLETED, STATUS_DIVERGED)  # a run that ended: nothin
 BUILD_KEYS = ("optimizer._target_", "optimizer._partial_", "optimizer.constant_schedule_only")
 # Options added after runs existed, with the value that does what their absence did: a recorded
 # config without the key equals one that holds this value (resume, grouping in reports).
-ADDED_DEFAULTS = {"optimizer.meta_normalize": False, "optimizer.compile": False}
+ADDED_DEFAULTS = {"optimizer.meta_normalize": False, "optimizer.compile": False,
+                  "optimizer.meta_trace": 0.0}
 
 
 def without_added_defaults(flat: dict) -> dict:

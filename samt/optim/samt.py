@@ -155,6 +155,12 @@ class SAMT:
             weights and biases), so the meta-gradient sums to minus the cosine of ``g'`` and
             ``g``: hypergradient descent's normalized form, free of the gradients' and the
             loss's scale (a deviation from the paper; docs/algorithm.md).
+        meta_trace: ``d`` in [0, 1), hypergradient mode only: the meta-gradient pairs ``g'``
+            with the trace ``u = g + d * u_prev`` of the block's past gradients instead of its
+            last gradient ``g`` (``0``: ``g``, one-step hypergradient descent). To first order
+            this is ``d loss / d eta`` for a step held over the last ``~1/(1-d)`` updates, the
+            longer horizon that counters the short-horizon bias of one-step meta-objectives
+            (a deviation from the paper; docs/algorithm.md).
         features: subset of ``mean, var, max, min, norm``; ``features_per_group``: per row
             (row type) or column (column type).
         eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
@@ -189,6 +195,7 @@ class SAMT:
                  meta_lr: float = DEFAULTS.meta_lr, meta_optimizer: str = DEFAULTS.meta_optimizer,
                  meta_interval: int = DEFAULTS.meta_interval,
                  meta_normalize: bool = DEFAULTS.meta_normalize,
+                 meta_trace: float = DEFAULTS.meta_trace,
                  features: Sequence[str] = DEFAULTS.features,
                  features_per_group: bool = DEFAULTS.features_per_group,
                  eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
@@ -211,6 +218,11 @@ class SAMT:
                                 if projection == "sigmoid" else ""))
         if meta_interval < 1:
             raise ValueError(f"meta_interval must be >= 1, got {meta_interval}")
+        if not 0.0 <= meta_trace < 1.0:
+            raise ValueError(f"meta_trace must lie in [0, 1), got {meta_trace}")
+        if meta_trace and meta_mode != "hypergradient":
+            raise ValueError(f"meta_trace={meta_trace} needs meta_mode hypergradient, "
+                             f"got {meta_mode!r}")
         if features_per_group and step_type not in ("row", "column"):
             raise ValueError("features_per_group=true needs step_type row or column, "
                              f"got {step_type!r}")
@@ -223,6 +235,7 @@ class SAMT:
         self.eta0, self.eta_min, self.eta_max = eta0, eta_min, eta_max
         self.meta_interval, self.order = meta_interval, order
         self.meta_normalize = bool(meta_normalize)
+        self.meta_trace = float(meta_trace)
         self.compile = bool(compile)  # set to False where compiling fails (``_fused``)
         self.compile_error: str | None = None  # why, then
         self.feature_idx = feature_indices(list(features))
@@ -778,6 +791,17 @@ class SAMT:
         return (self.batch_meta and meta_now and not self.shared
                 and self.meta_mode in ("exact", "lookahead"))
 
+    def _extend_trace(self, k: int, grads: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """``meta_trace``: the trace ``g + d * u`` to keep for block ``k``'s next meta-update in
+        place of its gradients ``grads``, ``u`` the trace kept from its last visit (None: keep
+        ``grads``, as without a trace or at the first visit)."""
+        prev = self._prev.get(k) if self.meta_trace and self.learns else None
+        if prev is None:
+            return None
+        with torch.no_grad():
+            return [torch.add(g, u, alpha=self.meta_trace)
+                    for g, u in zip(grads, prev.grads, strict=True)]
+
     def _block_order(self) -> list[int]:
         n = len(self.blocks)
         if self.order == "top_down":
@@ -814,12 +838,15 @@ class SAMT:
             if pending is not None:
                 self._meta_update(pending[0], pending[1], grads.pop(pending[0]), loss)
                 pending = None  # g' and the visit's g are freed here, before the next step
+            trace = self._extend_trace(k, grads[k])  # before the meta-update reuses its storage
             if meta_now and self.meta_mode == "hypergradient" and k in self._prev:
                 self._meta_update(k, self._prev.pop(k), grads[k], loss)
             visit = self._apply(k, loss, grads[k], keep_graph=self._keep_graph(meta_now))
             grads = {}
             if visit is None or not self.learns:
                 continue
+            if trace is not None:
+                visit.grads = trace
             if self.meta_mode == "exact":
                 pending = (k, visit) if meta_now else None
             else:
