@@ -6,7 +6,7 @@ DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
 .PHONY: help install data test test-data test-slow test-full lint run bench bench-runner table-mnist table-cnn table-protocol table-cifar \
-	table-regression table-smoke ablations transfer ablation-features ablation-groups report profiles \
+	table-regression table-variants table-smoke ablations transfer ablation-features ablation-groups report profiles \
 	test-launchers clean
 # Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
 # local_parallel (joblib, JOBS runs at a time, one thread each), submitit_local, slurm, basic.
@@ -67,6 +67,19 @@ table-cifar:  ## paper claim: CIFAR-10/100 CNN (needs the CIFAR files / internet
 
 table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
 	$(REPRODUCE) regression $(ARGS)
+
+# Our variant (issue 14), tuned by each table's protocol in its own runs folder, then reported
+# beside the table's peers (their final runs are read from the table's runs folder, not rerun).
+HD = {key: eta_max, tied: {eta0: 0.3}, grid:
+table-variants:  ## our variant samt_s_hd under the MNIST/Fashion-MNIST and UCI protocols, beside the peers (-> results/variants/)
+	$(REPRODUCE) mnist_mlp '~tuning.optimizers' '+tuning.optimizers={samt_s_hd: $(HD) [0.0316, 0.1, 0.316, 1.0, 3.16]}}' \
+	  --runs runs/variants/mnist_mlp --out runs/variants/_reports/mnist_mlp $(ARGS)
+	$(REPRODUCE) regression '~tuning.optimizers' '+tuning.optimizers={samt_s_hd: $(HD) [0.00316, 0.01, 0.0316, 0.1, 0.316]}}' \
+	  --runs runs/variants/regression --out runs/variants/_reports/regression $(ARGS)
+	$(BIN)/samt-report runs/mnist_mlp/final runs/variants/mnist_mlp/final --columns per-row \
+	  --out results/variants/mnist_mlp
+	$(BIN)/samt-report runs/regression/final runs/variants/regression/final --columns per-row \
+	  --out results/variants/regression
 
 ablations:  ## step types S/E/R/C and the combine ablation on Fashion-MNIST
 	$(REPRODUCE) step_types $(ARGS)

@@ -72,6 +72,11 @@ def optimizer_grid(depth_case: bool, compiled: bool = False) -> dict[str, dict]:
         for mode in ("exact", "hypergradient"):
             grid[f"samt_{step_type[0]} {mode}"] = {"name": "samt", "step_type": step_type,
                                                    "meta_mode": mode}
+    if not depth_case:  # our variants (issue 14): per-layer hypergradient descent, SGD meta-steps
+        hd = {"name": "samt", "step_type": "scalar", "meta_mode": "hypergradient",
+              "meta_optimizer": "sgd", "meta_lr": 0.1, "eta0": 0.3, "eta_max": 1.0}
+        grid["samt_s_hd"] = hd
+        grid["samt_s_hd trace 0.9"] = {**hd, "meta_trace": 0.9}
     if compiled:
         grid.update({f"{label} compiled": {**grid[label], "compile": True} for label in COMPILED})
     return grid
