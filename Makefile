@@ -80,6 +80,8 @@ table-variants:  ## our variant samt_s_hd under the MNIST/Fashion-MNIST and UCI 
 	  --out results/variants/mnist_mlp
 	$(BIN)/samt-report runs/regression/final runs/variants/regression/final --columns per-row \
 	  --out results/variants/regression
+	for t in mnist_mlp regression; do \
+	  cp runs/variants/_reports/$$t/tuning.md results/variants/$$t/tuning_samt_s_hd.md; done
 
 ablations:  ## step types S/E/R/C and the combine ablation on Fashion-MNIST
 	$(REPRODUCE) step_types $(ARGS)
