@@ -301,6 +301,8 @@ def _validate_samt_options(cfg: dict[str, Any]) -> None:
         if opt["meta_trace"] and opt.get("meta_mode") != "hypergradient":
             _fail("optimizer.meta_trace", opt["meta_trace"],
                   "needs optimizer.meta_mode=hypergradient (0 for the other modes)")
+    if "meta_anchor" in opt:  # added later too
+        _number(cfg, "optimizer.meta_anchor", float, 0.0)
     _bool(cfg, "optimizer.features_per_group")
     features = opt.get("features")
     if not isinstance(features, list) or not features or any(

@@ -33,6 +33,9 @@ class SAMTOptions:
                                       # cosine, free of the gradients' scale (not in the paper)
     meta_trace: float = 0.0           # next-batch modes: g' against a decaying trace of past
                                       # gradients (horizon ~1/(1-d) steps), not g (not in the paper)
+    meta_anchor: float = 0.0          # rho >= 0: meta-loss + rho/2 |(eta - eta0) g|^2 over the
+                                      # block's weights, a pull of the applied step towards eta0
+                                      # that keeps the gate alive (not in the paper)
     features: tuple[str, ...] = FEATURE_NAMES   # gradient features the eta models read
     features_per_group: bool = False  # per row/column features (row and column types)
     eta_hidden: int = 32              # width of each eta model

@@ -161,6 +161,14 @@ class SAMT:
             this is ``d loss / d eta`` for a step held over the last ``~1/(1-d)`` updates, the
             longer horizon that counters the short-horizon bias of one-step meta-objectives
             (a deviation from the paper; docs/algorithm.md).
+        meta_anchor: ``rho >= 0``: the meta-loss gains ``rho/2 * sum(((eta - eta0) * g)^2)``
+            over the block's weights (``g``: the visit's kept gradient; biases left out): half
+            the squared distance, times ``rho``, between the update the learned step applied
+            and the one ``eta0`` would have applied. Its gradient ``rho * sum_to_step(g^2) *
+            (eta - eta0)`` joins ``d loss / d eta = -g' * g``, so a step leaves ``eta0`` only as
+            far as the gradients' correlation pays for, and the gate ``beta`` is pulled towards
+            ``eta0`` whenever ``eta_hat`` drifts (``0``: the paper's meta-loss; a deviation from
+            the paper; docs/algorithm.md).
         features: subset of ``mean, var, max, min, norm``; ``features_per_group``: per row
             (row type) or column (column type).
         eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
@@ -196,6 +204,7 @@ class SAMT:
                  meta_interval: int = DEFAULTS.meta_interval,
                  meta_normalize: bool = DEFAULTS.meta_normalize,
                  meta_trace: float = DEFAULTS.meta_trace,
+                 meta_anchor: float = DEFAULTS.meta_anchor,
                  features: Sequence[str] = DEFAULTS.features,
                  features_per_group: bool = DEFAULTS.features_per_group,
                  eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
@@ -223,6 +232,8 @@ class SAMT:
         if meta_trace and meta_mode != "hypergradient":
             raise ValueError(f"meta_trace={meta_trace} needs meta_mode hypergradient, "
                              f"got {meta_mode!r}")
+        if not meta_anchor >= 0.0:
+            raise ValueError(f"meta_anchor must be >= 0, got {meta_anchor}")
         if features_per_group and step_type not in ("row", "column"):
             raise ValueError("features_per_group=true needs step_type row or column, "
                              f"got {step_type!r}")
@@ -236,6 +247,7 @@ class SAMT:
         self.meta_interval, self.order = meta_interval, order
         self.meta_normalize = bool(meta_normalize)
         self.meta_trace = float(meta_trace)
+        self.meta_anchor = float(meta_anchor)
         self.compile = bool(compile)  # set to False where compiling fails (``_fused``)
         self.compile_error: str | None = None  # why, then
         self.feature_idx = feature_indices(list(features))
@@ -549,6 +561,19 @@ class SAMT:
         return torch.where(denominator > 0, 1.0 / denominator.clamp_min(1e-30),
                            torch.zeros_like(denominator))
 
+    def _anchor_energy(self, g: torch.Tensor, step_shape: torch.Size | tuple[int, ...]
+                       ) -> torch.Tensor | None:
+        """``g^2`` summed to the step's shape (``meta_anchor``), else None; taken before the
+        meta-gradient's product overwrites ``g``."""
+        if not self.meta_anchor:
+            return None
+        return hypergradient_product(g, g, step_shape)
+
+    def _anchor_pull(self, energy: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        """``d (rho/2 sum(energy (eta - eta0)^2)) / d eta``: what ``meta_anchor`` subtracts
+        from ``g' * g`` (whose negative is the meta-loss's ``d / d eta``)."""
+        return energy.mul_(eta - self.eta0 * self.scale).mul_(self.meta_anchor)
+
     def _meta_update(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
                      meta_loss: torch.Tensor) -> None:
         """Meta-step of block ``k``: ``d loss / d eta = -g' * g`` back through ``eta_bar``."""
@@ -572,11 +597,14 @@ class SAMT:
         surrogate = meta_loss.new_zeros(())
         for unit, eta in zip(block.units, etas, strict=True):
             g, g_new = grad_of[id(unit.weight)]
+            energy = self._anchor_energy(g, eta.shape)
             # d loss / d eta = -product; formed in g's storage (g is not needed after this)
             product = hypergradient_product(g_new, g, eta.shape, inplace=True)
             for p in unit.secondaries:  # the bias steps are linear in eta: fold them in
                 g, g_new = grad_of[id(p)]
                 product.add_(secondary_step_adjoint(g_new * g, eta.shape, p))
+            if energy is not None:
+                product.sub_(self._anchor_pull(energy, eta.detach()))
             if norm is not None:
                 product.mul_(norm)
             surrogate = surrogate - torch.dot(eta.reshape(-1), product.reshape(-1))
@@ -603,7 +631,8 @@ class SAMT:
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
             theta = self.meta.theta[self._theta_offset[k] + i]
             result = (self._fused_meta(unit, info, theta, grad_of, norm)
-                      if self._compiles(grad_of[id(unit.weight)][0]) else None)
+                      if self._compiles(grad_of[id(unit.weight)][0]) and not self.meta_anchor
+                      else None)
             if result is not None:
                 grad, sum_ps, sum_p, adjoint, check = result
                 thetas.append(theta)
@@ -619,10 +648,16 @@ class SAMT:
                 with torch.no_grad():
                     info.s = torch.add(theta, info.z_m).sigmoid_()
             g, g_new = grad_of[id(unit.weight)]
+            energy = self._anchor_energy(g, info.s.shape)
             product = hypergradient_product(g_new, g, info.s.shape, inplace=True)
             for p in unit.secondaries:
                 g, g_new = grad_of[id(p)]
                 product.add_(secondary_step_adjoint(g_new * g, info.s.shape, p))
+            if energy is not None:  # the applied step, eta = beta eta0 + c s
+                eta = info.c * info.s
+                if info.beta is not None:
+                    eta = eta + info.beta.detach() * eta0
+                product.sub_(self._anchor_pull(energy, eta))
             if norm is not None:
                 product.mul_(norm)
             if info.beta is not None:  # (a copy where no sum is needed: product changes next)
