@@ -71,17 +71,22 @@ table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
 # Our variant (issue 14), tuned by each table's protocol in its own runs folder, then reported
 # beside the table's peers (their final runs are read from the table's runs folder, not rerun).
 HD = {key: eta_max, tied: {eta0: 0.3}, grid:
-table-variants:  ## our variant samt_s_hd under the MNIST/Fashion-MNIST and UCI protocols, beside the peers (-> results/variants/)
+table-variants:  ## our variants samt_s_hd (and, on MNIST/F-MNIST, samt_s_hd + meta_anchor 0.1) under the MNIST/Fashion-MNIST and UCI protocols, beside the peers (-> results/variants/)
 	$(REPRODUCE) mnist_mlp '~tuning.optimizers' '+tuning.optimizers={samt_s_hd: $(HD) [0.0316, 0.1, 0.316, 1.0, 3.16]}}' \
 	  --runs runs/variants/mnist_mlp --out runs/variants/_reports/mnist_mlp $(ARGS)
 	$(REPRODUCE) regression '~tuning.optimizers' '+tuning.optimizers={samt_s_hd: $(HD) [0.00316, 0.01, 0.0316, 0.1, 0.316]}}' \
 	  --runs runs/variants/regression --out runs/variants/_reports/regression $(ARGS)
-	$(BIN)/samt-report runs/mnist_mlp/final runs/variants/mnist_mlp/final --columns per-row \
-	  --out results/variants/mnist_mlp
+	$(REPRODUCE) mnist_mlp '~tuning.optimizers' \
+	  "+tuning.optimizers={samt_s_hd_anchor: {optimizer: samt_s_hd, key: eta_max, tied: {eta0: 0.3}, grid: [0.0316, 0.1, 0.316, 1.0, 3.16], overrides: ['optimizer.meta_anchor=0.1']}}" \
+	  --runs runs/variants/mnist_mlp_anchor --out runs/variants/_reports/mnist_mlp_anchor $(ARGS)
+	$(BIN)/samt-report runs/mnist_mlp/final runs/variants/mnist_mlp/final \
+	  runs/variants/mnist_mlp_anchor/final --columns per-row --out results/variants/mnist_mlp
 	$(BIN)/samt-report runs/regression/final runs/variants/regression/final --columns per-row \
 	  --out results/variants/regression
 	for t in mnist_mlp regression; do \
 	  cp runs/variants/_reports/$$t/tuning.md results/variants/$$t/tuning_samt_s_hd.md; done
+	cp runs/variants/_reports/mnist_mlp_anchor/tuning.md \
+	  results/variants/mnist_mlp/tuning_samt_s_hd_anchor.md
 
 ablations:  ## step types S/E/R/C and the combine ablation on Fashion-MNIST
 	$(REPRODUCE) step_types $(ARGS)
