@@ -264,9 +264,10 @@ class SAMT:
         # Batch the meta-updates of an iteration into one sync and one meta step where that
         # computes the same (``_batches_meta``); False selects the per-block reference path.
         self.batch_meta = True
-        # Hypergradient/lookahead with the analytic meta-gradient: keep ``sigmoid(theta + z_m)``
-        # (one weight-sized tensor per unit) from a visit to its meta-update (True), or recompute
-        # it there (False: two more element-wise passes, one tensor less held between iterations).
+        # With the analytic meta-gradient: keep ``sigmoid(theta + z_m)`` (one weight-sized
+        # tensor per unit) from a visit to its meta-update (True), or form it again there
+        # (False: two more element-wise passes; one tensor less held between iterations, and in
+        # exact mode formed only after g' is freed, one tensor less at the peak).
         self.keep_steps = False
         # (block, finiteness check, meta loss, its meta-gradient set aside or None)
         self._deferred: list[tuple[int, torch.Tensor, torch.Tensor,
@@ -392,7 +393,8 @@ class SAMT:
                     continue
             if fast:
                 with torch.no_grad():
-                    s = torch.add(theta, z_m).sigmoid_()  # one full-size tensor, not two
+                    # need_raw=False: s is left to the meta-update, which forms it once g' is freed
+                    s = torch.add(theta, z_m).sigmoid_() if need_raw else None
                     c = (1.0 - beta) * eta_max
                     raw = (s if not need_raw else torch.addcmul(beta * eta0, c, s) if keep_fast
                            else torch.addcmul(beta * eta0, c, s, out=s))
@@ -626,6 +628,10 @@ class SAMT:
         eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
         grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
                            strict=True))
+        # Exact mode: the caller hands g' over (``new_grads`` is its only holder), so each
+        # weight's g' is dropped once P = g' * g is formed; the other modes use g' again.
+        release = self.meta_mode == "exact"
+        index = {id(p): i for i, p in enumerate(block.params)}
         norm = self._cosine_scale(grad_of)
         thetas, theta_grads, outputs, adjoints, checks = [], [], [], [], [meta_loss]
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
@@ -644,15 +650,19 @@ class SAMT:
                     outputs.append(info.beta)
                     adjoints.append(eta_max * sum_ps - eta0 * sum_p)
                 continue
-            if info.s is None:  # left to the compiled chain, which failed: recompute it here
-                with torch.no_grad():
-                    info.s = torch.add(theta, info.z_m).sigmoid_()
             g, g_new = grad_of[id(unit.weight)]
-            energy = self._anchor_energy(g, info.s.shape)
-            product = hypergradient_product(g_new, g, info.s.shape, inplace=True)
+            energy = self._anchor_energy(g, theta.shape)
+            product = hypergradient_product(g_new, g, theta.shape, inplace=True)
+            if release:  # exact mode: nothing reads g' after this; free it before s is formed
+                new_grads[index[id(unit.weight)]] = None
+                grad_of[id(unit.weight)] = (product, None)
             for p in unit.secondaries:
                 g, g_new = grad_of[id(p)]
-                product.add_(secondary_step_adjoint(g_new * g, info.s.shape, p))
+                product.add_(secondary_step_adjoint(g_new * g, theta.shape, p))
+            g = g_new = None
+            if info.s is None:  # not kept from the visit: formed here, after g' is freed
+                with torch.no_grad():
+                    info.s = torch.add(theta, info.z_m).sigmoid_()
             if energy is not None:  # the applied step, eta = beta eta0 + c s
                 eta = info.c * info.s
                 if info.beta is not None:
@@ -806,10 +816,11 @@ class SAMT:
 
         Valid while no meta-parameter it used changes before that update: always in exact mode
         (the update follows at once); in the other modes only with per-block eta models, whose
-        parameters change only in their own block's meta-update.
+        parameters change only in their own block's meta-update. The analytic path keeps it
+        only with ``keep_steps`` (else ``s`` is formed again at the meta-update).
         """
         if self.meta_mode == "exact":
-            return meta_now
+            return meta_now and (self.keep_steps or not self._analytic())
         next_is_meta = (self.iteration + 1) % self.meta_interval == 0
         return (self.learns and next_is_meta and not self.shared
                 and (self.keep_steps or not self._analytic()))
@@ -888,7 +899,7 @@ class SAMT:
                 self._prev[k] = visit
         if pending is not None:
             loss, grads = self._pass({pending[0]}, targets)
-            self._meta_update(pending[0], pending[1], grads[pending[0]], loss)
+            self._meta_update(pending[0], pending[1], grads.pop(pending[0]), loss)
         self._flush_meta()
         self._inp, self._attached, self._context = [], [], None
         return first_loss
