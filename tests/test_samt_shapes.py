@@ -248,7 +248,8 @@ def test_feature_subset_and_per_group_reach_the_eta_model():
     opt = SAMT(model, CE, step_type="row", features=["mean", "norm"], features_per_group=True)
     for eta in opt.meta.eta:
         assert eta.net[0].in_features == 2
-        eta.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+        # the input layer sees the features on every path (``forward`` and ``forward_kept``)
+        eta.net[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
     w = model[4].weight
     g = torch.autograd.grad(CE(model(x), y), [w])[0]        # top block, first visited
     opt.step(x, y)

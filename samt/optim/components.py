@@ -138,11 +138,51 @@ class EtaModel(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, phi: torch.Tensor, block: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.embedding is not None:
-            emb = self.embedding.weight[block]
-            phi = torch.cat([phi, emb.expand(*phi.shape[:-1], emb.shape[0])], dim=-1)
-        z = self.net(phi)
+        z = self.net(self._input(phi, block))
         return z[..., 0], z[..., 1]
+
+    def _input(self, phi: torch.Tensor, block: int) -> torch.Tensor:
+        if self.embedding is None:
+            return phi
+        emb = self.embedding.weight[block]
+        return torch.cat([phi, emb.expand(*phi.shape[:-1], emb.shape[0])], dim=-1)
+
+    def forward_kept(self, phi: torch.Tensor, block: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """``forward`` without autograd, plus what ``backward_into`` needs (its activations)."""
+        first, _, second, _, last = self.net
+        with torch.no_grad():
+            x = self._input(phi, block)
+            h1 = torch.tanh(first(x))
+            h2 = torch.tanh(second(h1))
+            z = last(h2)
+        return z[..., 0], z[..., 1], (block, x, h1, h2)
+
+    def backward_into(self, kept: tuple, d_beta: torch.Tensor | None, d_m: torch.Tensor) -> None:
+        """The eta model's backward by hand: add ``d (sum(d_beta*z_beta + d_m*z_m)) / d param``
+        to each parameter's ``.grad`` (``kept`` from ``forward_kept``; ``d_beta`` None: 0).
+
+        Five small matrix products instead of an autograd graph and an engine call per
+        meta-update (tests/test_eta_model_backward.py checks it against autograd).
+        """
+        block, x, h1, h2 = kept
+        first, _, second, _, last = self.net
+        with torch.no_grad():
+            d_m = d_m.reshape(x.shape[:-1])
+            d_beta = torch.zeros_like(d_m) if d_beta is None else d_beta.reshape(d_m.shape)
+            dz = torch.stack([d_beta, d_m], dim=-1).reshape(-1, 2)
+            x, h1, h2 = (a.reshape(-1, a.shape[-1]) for a in (x, h1, h2))
+            d2 = torch.ops.aten.tanh_backward(dz @ last.weight, h2)
+            d1 = torch.ops.aten.tanh_backward(d2 @ second.weight, h1)
+            grads = [(last.weight, dz.t() @ h2), (last.bias, dz.sum(0)),
+                     (second.weight, d2.t() @ h1), (second.bias, d2.sum(0)),
+                     (first.weight, d1.t() @ x), (first.bias, d1.sum(0))]
+            if self.embedding is not None:
+                d_emb = torch.zeros_like(self.embedding.weight)
+                d_emb[block] = (d1 @ first.weight)[:, -d_emb.shape[1]:].sum(0)
+                grads.append((self.embedding.weight, d_emb))
+            for param, grad in grads:
+                param.grad = grad if param.grad is None else param.grad.add_(grad)
 
 
 # --- projection and combine --------------------------------------------------------------------

@@ -102,14 +102,17 @@ class _Fast:
     """What the analytic meta-gradient of a sigmoid-projected step needs (``_meta_update``).
 
     ``eta = beta*eta0 + c*s`` with ``s = sigmoid(theta + z_m)`` and ``c = (1-beta)*eta_max``.
-    ``beta`` and ``z_m`` keep the (tiny) eta-model graph; ``s`` and ``c`` are detached. ``s`` is
-    None where the compiled meta-gradient recomputes it (``compile=True``, not kept).
+    Nothing holds an autograd graph: the eta model ran through ``EtaModel.forward_kept`` and
+    ``kept`` holds its activations for ``EtaModel.backward_into``. ``s`` is None where the
+    meta-update forms it (not kept from the visit).
     """
 
     s: torch.Tensor | None
     c: torch.Tensor
     beta: torch.Tensor | None  # None for combine=learned (beta = 0, no gradient)
     z_m: torch.Tensor
+    model: EtaModel            # the eta model that gave z_m and beta, and its activations
+    kept: tuple
 
 
 @dataclass
@@ -371,7 +374,10 @@ class SAMT:
         eta_model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
         out = []
         for i, (unit, phi) in enumerate(zip(self.blocks[k].units, phis, strict=True)):
-            z_beta, z_m = eta_model(phi, k)
+            if fast:  # the analytic meta-gradient: no autograd graph, the backward by hand
+                z_beta, z_m, kept = eta_model.forward_kept(phi, k)
+            else:
+                z_beta, z_m = eta_model(phi, k)
             theta = self.meta.theta[self._theta_offset[k] + i]
             if self.group_dim is not None:
                 shape = step_shape(self.step_type, unit.weight.shape)
@@ -387,7 +393,8 @@ class SAMT:
                         keep_fast)
                 if out_c is not None:
                     raw, s, row = out_c
-                    info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m)
+                    info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m,
+                                  eta_model, kept)
                             if keep_fast or not need_raw else None)
                     out.append(_Step(raw, raw, beta.detach(), info, row))
                     continue
@@ -398,7 +405,8 @@ class SAMT:
                     c = (1.0 - beta) * eta_max
                     raw = (s if not need_raw else torch.addcmul(beta * eta0, c, s) if keep_fast
                            else torch.addcmul(beta * eta0, c, s, out=s))
-                info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m)
+                info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m,
+                                  eta_model, kept)
                         if keep_fast else None)
                 out.append(_Step(raw, raw, beta.detach(), info))
                 continue
@@ -620,9 +628,10 @@ class SAMT:
 
         With ``P = g' * g`` (summed to the step's shape, bias terms folded in), ``s``, ``c`` and
         ``beta`` of ``_Fast``: ``d/d theta = -P c s (1 - s)``, ``d/d z_m`` its sum to ``z_m``'s
-        shape and ``d/d beta = -(eta0 P - eta_max P s)`` summed to ``beta``'s shape, which
-        autograd carries back through the eta model. ``P`` is formed in the stored ``g`` and the
-        ``theta`` gradient in the stored ``s``: no full-size allocation.
+        shape and ``d/d beta = -(eta0 P - eta_max P s)`` summed to ``beta``'s shape, carried
+        back through the sigmoid and the eta model by hand (``EtaModel.backward_into``). ``P`` is
+        formed in the stored ``g`` and the ``theta`` gradient in ``s``'s storage: no full-size
+        allocation.
         """
         block = self.blocks[k]
         eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
@@ -633,7 +642,7 @@ class SAMT:
         release = self.meta_mode == "exact"
         index = {id(p): i for i, p in enumerate(block.params)}
         norm = self._cosine_scale(grad_of)
-        thetas, theta_grads, outputs, adjoints, checks = [], [], [], [], [meta_loss]
+        thetas, theta_grads, backs, checks = [], [], [], [meta_loss]
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
             theta = self.meta.theta[self._theta_offset[k] + i]
             result = (self._fused_meta(unit, info, theta, grad_of, norm)
@@ -643,12 +652,9 @@ class SAMT:
                 grad, sum_ps, sum_p, adjoint, check = result
                 thetas.append(theta)
                 theta_grads.append(grad)
-                outputs.append(info.z_m)
-                adjoints.append(adjoint)
+                backs.append((info, adjoint, None if info.beta is None
+                              else eta_max * sum_ps - eta0 * sum_p))
                 checks.append(check)
-                if info.beta is not None:
-                    outputs.append(info.beta)
-                    adjoints.append(eta_max * sum_ps - eta0 * sum_p)
                 continue
             g, g_new = grad_of[id(unit.weight)]
             energy = self._anchor_energy(g, theta.shape)
@@ -666,7 +672,7 @@ class SAMT:
             if energy is not None:  # the applied step, eta = beta eta0 + c s
                 eta = info.c * info.s
                 if info.beta is not None:
-                    eta = eta + info.beta.detach() * eta0
+                    eta = eta + info.beta * eta0
                 product.sub_(self._anchor_pull(energy, eta))
             if norm is not None:
                 product.mul_(norm)
@@ -679,17 +685,18 @@ class SAMT:
             del product, ps
             thetas.append(theta)
             theta_grads.append(grad)
-            outputs.append(info.z_m)
-            adjoints.append(grad.sum_to_size(info.z_m.shape))
+            backs.append((info, grad.sum_to_size(info.z_m.shape), None if info.beta is None
+                          else eta_max * sum_ps - eta0 * sum_p))
             checks.append(sum_ps.sum())
             if info.beta is not None:
-                outputs.append(info.beta)
-                adjoints.append(eta_max * sum_ps - eta0 * sum_p)
                 checks.append(sum_p.sum())
         del grad_of
 
         def backward() -> None:
-            torch.autograd.backward(outputs, adjoints)
+            for info, d_m, d_beta in backs:  # through beta = sigmoid(z_beta), then the model
+                d_z_beta = (None if d_beta is None
+                            else torch.ops.aten.sigmoid_backward(d_beta, info.beta))
+                info.model.backward_into(info.kept, d_z_beta, d_m)
             for theta, grad in zip(thetas, theta_grads, strict=True):
                 theta.grad = grad if theta.grad is None else theta.grad + grad
 
