@@ -317,7 +317,8 @@ class SAMT:
                 else (lambda ps: torch.optim.SGD(ps, lr=lr)))
         self.meta_optimizers = [make(g) for g in groups]
         # The batched meta step (``_step_all_meta``): one multi-tensor step over every block.
-        self._meta_all = make(list(self.meta.parameters()))
+        self._meta_flat = list(self.meta.parameters())
+        self._meta_all = make(self._meta_flat)
 
     def _meta_optimizer(self, k: int) -> torch.optim.Optimizer:
         return self.meta_optimizers[0 if len(self.meta_optimizers) == 1 else k]
@@ -872,7 +873,8 @@ class SAMT:
         grads: dict[int, list[torch.Tensor]] = {}
         first_loss = None
         if meta_now:  # last iteration's meta-gradients are not needed: free them before the
-            self.meta.zero_grad(set_to_none=True)   # passes (the batched step steps what has one)
+            for p in self._meta_flat:  # passes (the batched step steps what has one)
+                p.grad = None
         if self._batches_meta(meta_now):
             self._deferred = []
         if meta_now and self.meta_mode == "lookahead" and self._prev:
