@@ -641,7 +641,7 @@ class SAMT:
         # Exact mode: the caller hands g' over (``new_grads`` is its only holder), so each
         # weight's g' is dropped once P = g' * g is formed; the other modes use g' again.
         release = self.meta_mode == "exact"
-        index = {id(p): i for i, p in enumerate(block.params)}
+        index = {id(p): i for i, p in enumerate(block.params)} if release else {}
         norm = self._cosine_scale(grad_of)
         thetas, theta_grads, backs, checks = [], [], [], [meta_loss]
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
@@ -827,11 +827,11 @@ class SAMT:
         parameters change only in their own block's meta-update. The analytic path keeps it
         only with ``keep_steps`` (else ``s`` is formed again at the meta-update).
         """
+        keeps = self.keep_steps or not self._analytic()
         if self.meta_mode == "exact":
-            return meta_now and (self.keep_steps or not self._analytic())
+            return meta_now and keeps
         next_is_meta = (self.iteration + 1) % self.meta_interval == 0
-        return (self.learns and next_is_meta and not self.shared
-                and (self.keep_steps or not self._analytic()))
+        return self.learns and next_is_meta and not self.shared and keeps
 
     def _batches_meta(self, meta_now: bool) -> bool:
         """Whether this iteration's meta-updates can wait for one batched step at its end.
