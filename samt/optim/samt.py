@@ -355,14 +355,16 @@ class SAMT:
                                                                                    "learned")
 
     def _unit_steps(self, k: int, phis: list[torch.Tensor], fast: bool = False,
-                    need_raw: bool = True, keep_fast: bool = True) -> list[_Step]:
+                    need_raw: bool = True, keep_fast: bool = True,
+                    keep_s: bool = True) -> list[_Step]:
         """Step of each unit of block ``k`` from its features (autograd follows the meta-params).
 
         ``fast``: the full-size part (``sigmoid(theta + z_m)``, the combination) is computed
         without autograd, the same values, and ``_Step.fast`` keeps what the analytic
-        meta-gradient needs (only the eta model's graph is recorded); ``need_raw=False`` skips
+        meta-gradient needs (the eta model runs without a graph); ``need_raw=False`` skips
         the step itself (``raw``/``eta`` are then ``s``), for a meta-update that only needs
-        ``_Fast``; ``keep_fast=False`` forms the step in ``s``'s storage and keeps no ``_Fast``.
+        ``_Fast``; ``keep_fast=False`` keeps no ``_Fast``; ``keep_s=False`` keeps ``_Fast``
+        without ``s`` (the meta-update forms it again) and forms the step in ``s``'s storage.
         With ``compile``, ``fused.step`` forms the step and its statistics (``_Step.row``), and
         ``need_raw=False`` leaves ``s`` to the compiled meta-gradient (``_Fast.s`` None).
         """
@@ -391,7 +393,7 @@ class SAMT:
                     c = (1.0 - beta) * eta_max
                     out_c = (None, None, None) if not need_raw else self._fused(
                         "step", theta.detach(), z_m.detach(), beta * eta0, c, beta.detach(),
-                        keep_fast)
+                        keep_fast and keep_s)
                 if out_c is not None:
                     raw, s, row = out_c
                     info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m,
@@ -404,10 +406,11 @@ class SAMT:
                     # need_raw=False: s is left to the meta-update, which forms it once g' is freed
                     s = torch.add(theta, z_m).sigmoid_() if need_raw else None
                     c = (1.0 - beta) * eta_max
-                    raw = (s if not need_raw else torch.addcmul(beta * eta0, c, s) if keep_fast
+                    keeps_s = keep_fast and keep_s
+                    raw = (s if not need_raw else torch.addcmul(beta * eta0, c, s) if keeps_s
                            else torch.addcmul(beta * eta0, c, s, out=s))
-                info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m,
-                                  eta_model, kept)
+                info = (_Fast(s if keeps_s or not need_raw else None, c,
+                              beta if self.combine == "convex" else None, z_m, eta_model, kept)
                         if keep_fast else None)
                 out.append(_Step(raw, raw, beta.detach(), info))
                 continue
@@ -505,7 +508,8 @@ class SAMT:
         phis = [f[1] if f is not None else squash(r[..., self.feature_idx])
                 for r, f in zip(raws, feats, strict=True)]
         with torch.set_grad_enabled(keep_graph):
-            steps = self._unit_steps(k, phis, analytic, keep_fast=fast)
+            steps = self._unit_steps(k, phis, analytic, keep_fast=fast,
+                                     keep_s=self.keep_steps)
         low, high = self.eta_min * self.scale, self.eta_max * self.scale
         with torch.no_grad():
             rows = []
@@ -824,14 +828,14 @@ class SAMT:
 
         Valid while no meta-parameter it used changes before that update: always in exact mode
         (the update follows at once); in the other modes only with per-block eta models, whose
-        parameters change only in their own block's meta-update. The analytic path keeps it
-        only with ``keep_steps`` (else ``s`` is formed again at the meta-update).
+        parameters change only in their own block's meta-update. The analytic path keeps the
+        eta model's small outputs and activations (``_Fast``), and ``s`` only with
+        ``keep_steps`` (else the meta-update forms it again).
         """
-        keeps = self.keep_steps or not self._analytic()
         if self.meta_mode == "exact":
-            return meta_now and keeps
+            return meta_now
         next_is_meta = (self.iteration + 1) % self.meta_interval == 0
-        return self.learns and next_is_meta and not self.shared and keeps
+        return self.learns and next_is_meta and not self.shared
 
     def _batches_meta(self, meta_now: bool) -> bool:
         """Whether this iteration's meta-updates can wait for one batched step at its end.
