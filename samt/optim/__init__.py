@@ -20,10 +20,11 @@ if TYPE_CHECKING:
     from samt.optim.baselines import TorchOptimizerStep
     from samt.optim.blocks import SAMTModelError, split_blocks, split_units
     from samt.optim.factory import OPTIMIZERS, build_optimizer, takes_model
-    from samt.optim.samt import SAMT, STAT_NAMES, MetaInitError, SavedMeta, read_meta
+    from samt.optim.samt import SAMT, MetaInitError, SavedMeta, read_meta
+    from samt.optim.step_stats import STAT_NAMES
 
 _LAZY = {
-    "SAMT": "samt.optim.samt", "STAT_NAMES": "samt.optim.samt",
+    "SAMT": "samt.optim.samt", "STAT_NAMES": "samt.optim.step_stats",
     "MetaInitError": "samt.optim.samt", "read_meta": "samt.optim.samt",
     "SavedMeta": "samt.optim.samt",
     "SAMTModelError": "samt.optim.blocks", "split_blocks": "samt.optim.blocks",

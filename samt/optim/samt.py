@@ -63,9 +63,9 @@ from samt.optim.components import (
     theta_init,
 )
 from samt.optim.options import DEFAULTS
+from samt.optim.step_stats import BlockStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-STAT_NAMES = ("eta_mean", "eta_std", "beta_mean", "grad_norm", "meta_loss", "skipped", "clamped")
 META_FORMAT = "samt_meta"   # the ``format`` field of a ``save_meta`` file
 META_VERSION = 1
 # What must match for meta-parameters to be loaded (``SAMT.meta_signature``), in message order.
@@ -277,7 +277,7 @@ class SAMT:
                                    list[torch.Tensor | None] | None]] | None = None
         self._build_meta(eta_hidden, eta_shared, meta_optimizer, meta_lr)
         device = self.blocks[0].units[0].weight.device
-        self._stats = torch.zeros(len(self.blocks), len(STAT_NAMES) + 2, device=device)
+        self._stats = BlockStats(len(self.blocks), device)
         self.meta_init: Path | None = None
         if meta_init is not None:
             self.load_meta(meta_init)
@@ -527,9 +527,8 @@ class SAMT:
             # The one host sync per block: finiteness, and whether any entry needs clamping.
             finite, lo, hi = torch.stack([torch.isfinite(torch.cat(checks)).all().to(sums.dtype),
                                           sums[:, 2].min(), sums[:, 3].max()]).tolist()
-            stats = self._stats[k]
             if not finite:
-                stats[STAT_NAMES.index("skipped")] += 1
+                self._stats.skip(k)
                 self.skipped_total += 1
                 return None
             clamped = lo < low or hi > high
@@ -541,19 +540,11 @@ class SAMT:
                 unit.weight.addcmul_(eta, grad_of[id(unit.weight)], value=-1.0)
                 for p in unit.secondaries:
                     p.addcmul_(secondary_step(eta, p), grad_of[id(p)], value=-1.0)
-            n = torch.tensor([float(s.raw.numel()) for s in steps], dtype=sums.dtype,
-                             device=sums.device)
-            mean = sums[:, 0] / n
             if clamped:  # exact statistics of the clamped steps
                 flats = [s.eta.detach().reshape(-1) for s in steps]
-                mean = torch.stack([f.sum() for f in flats]) / n
-                sq = torch.stack([torch.dot(f, f) for f in flats])
-            else:
-                sq = sums[:, 1]
-            std = (sq / n - mean * mean).clamp_min(0.0).sqrt()
-            stats[:4] += torch.stack([mean, std, sums[:, 4], sums[:, 5]], dim=1).mean(dim=0)
-            stats[STAT_NAMES.index("clamped")] += float(clamped)
-            stats[-2] += 1
+                sums = torch.cat([torch.stack([torch.stack([f.sum(), torch.dot(f, f)])
+                                               for f in flats]), sums[:, 2:]], dim=1)
+            self._stats.visit(k, sums, [float(s.raw.numel()) for s in steps], clamped)
         self.param_updates += len(block.units)
         self._invalidate_above(k)
         if fast:  # a clamped step's meta-gradient is recomputed with autograd (same params)
@@ -749,7 +740,7 @@ class SAMT:
             self._deferred.append((k, check, meta_loss, None))
             return
         if not bool(torch.isfinite(check)):
-            self._stats[k][STAT_NAMES.index("skipped")] += 1
+            self._stats.skip(k)
             return
         for p in params:  # a block's meta-optimizer touches only its own meta-parameters
             p.grad = None
@@ -757,8 +748,7 @@ class SAMT:
         opt = self._meta_optimizer(k)
         if not direct_adam_step(opt, [(p, opt.state.get(p)) for p in params]):
             opt.step()
-        self._stats[k][STAT_NAMES.index("meta_loss")] += meta_loss
-        self._stats[k][-1] += 1
+        self._stats.meta(k, meta_loss)
 
     def _flush_meta(self) -> None:
         """The batched meta step: one host sync, then one multi-tensor step for all blocks.
@@ -772,16 +762,14 @@ class SAMT:
         if not deferred:
             return
         finite = torch.isfinite(torch.stack([entry[1] for entry in deferred])).tolist()
-        skipped, loss_col = STAT_NAMES.index("skipped"), STAT_NAMES.index("meta_loss")
         for (k, _, meta_loss, stash), ok in zip(deferred, finite, strict=True):
             if stash is not None:
                 for p, grad in zip(self._meta_params[k], stash, strict=True):
                     p.grad = grad
             if ok:
-                self._stats[k][loss_col] += meta_loss
-                self._stats[k][-1] += 1
+                self._stats.meta(k, meta_loss)
             else:
-                self._stats[k][skipped] += 1
+                self._stats.skip(k)
                 for p in self._meta_params[k]:
                     p.grad = None
         if any(finite):
@@ -932,19 +920,7 @@ class SAMT:
 
     def epoch_stats(self) -> dict[str, float]:
         """Per-block means since the last call (``b{k}_{stat}``), then reset."""
-        acc = self._stats.tolist()
-        self._stats.zero_()
-        out: dict[str, float] = {}
-        for k, row in enumerate(acc):
-            updates, metas = max(row[-2], 1.0), max(row[-1], 1.0)
-            for j, name in enumerate(STAT_NAMES):
-                value = row[j]
-                if name == "meta_loss":
-                    value = value / metas if row[-1] > 0 else float("nan")
-                elif name not in ("skipped",):
-                    value /= updates
-                out[f"b{k}_{name}"] = value
-        return out
+        return self._stats.epoch()
 
     # --- eta-model transfer --------------------------------------------------------------------
 
