@@ -94,3 +94,14 @@ def test_epoch_resets_and_counts_only_the_new_epoch():
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7, nan_ok=True), key
     assert got["b0_skipped"] == 0 and math.isnan(got["b0_meta_loss"])
+
+
+def test_scalar_step_has_zero_spread():
+    """A scalar step (one entry) has std 0 exactly: mean and std are formed in the step's own
+    float32, as per visit, and only then summed in float64."""
+    stats = BlockStats(1, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(300):  # more than FLUSH_EVERY: a flush happens mid-epoch
+        eta = torch.rand((), generator=gen) * 0.3
+        stats.visit(0, torch.stack([eta, eta * eta, eta, eta, eta, eta])[None], [1.0], False)
+    assert stats.epoch()["b0_eta_std"] == 0.0

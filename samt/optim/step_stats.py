@@ -54,12 +54,14 @@ class BlockStats:
         entries, self._rows = self._rows, []
         if not entries:
             return
-        rows = torch.cat([r for _, r, _ in entries]).to(torch.float64)
-        n = torch.tensor([x for _, _, numels in entries for x in numels], dtype=torch.float64,
+        # a visit's mean and std in the step's own dtype, as a per-visit computation gives them
+        # (a scalar step's std is then exactly 0); the sums over visits in float64
+        rows = torch.cat([r for _, r, _ in entries])
+        n = torch.tensor([x for _, _, numels in entries for x in numels], dtype=rows.dtype,
                          device=self.device)
         mean = rows[:, 0] / n
         std = (rows[:, 1] / n - mean * mean).clamp_min(0.0).sqrt()
-        per_unit = torch.stack([mean, std, rows[:, 4], rows[:, 5]], dim=1)
+        per_unit = torch.stack([mean, std, rows[:, 4], rows[:, 5]], dim=1).to(torch.float64)
         # each visit counts once, as the mean over its block's units
         weight = torch.tensor([1.0 / len(numels) for _, _, numels in entries for _ in numels],
                               dtype=torch.float64, device=self.device)
