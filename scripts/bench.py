@@ -55,6 +55,8 @@ MEMORY_CASES = {  # label -> (build_optimizer options, target peak memory / Adam
                                        1.5),
 }
 COMPILED = ("samt_e exact", "samt_e hypergradient", "samt_s exact")  # also with compile=True
+PASS = "one weight pass"  # one in-place pass over the largest weight: the unit of element-wise work
+SKELETON = "samt skeleton"  # SAMT with combine=fixed (see optimizer_grid)
 FIRST_STEPS = 3  # timed one by one before the rounds: the compiled rows compile in these
 FIELDS = ("case", "optimizer", "ms_per_iter", "ratio_to_adam", "target", "met", "compile_s")
 DEPTHS = (2, 4, 8, 16, 32)
@@ -67,6 +69,10 @@ def optimizer_grid(depth_case: bool, compiled: bool = False) -> dict[str, dict]:
     grid: dict[str, dict] = {"adam": {"name": "adam", "lr": 1e-3}}
     if not depth_case:
         grid["sgd"] = {"name": "sgd", "lr": 0.1}
+        grid[PASS] = {"name": "pass"}
+    # SAMT's skeleton: the same block alternation (passes, features, one sync per block) with a
+    # fixed step, no eta model and no meta-update; what every SAMT row pays before meta-learning
+    grid[SKELETON] = {"name": "samt", "combine": "fixed", "meta_mode": "hypergradient"}
     types = ("element",) if depth_case else ("scalar", "element", "row", "column")
     for step_type in types:
         for mode in ("exact", "hypergradient"):
@@ -99,6 +105,20 @@ def cases(selected: set[str]) -> list[tuple[str, Callable[[], nn.Module], tuple,
     return out
 
 
+class WeightPass:
+    """Stand-in stepper timed in the same rounds: one in-place element-wise pass
+    (``w += 1e-12 g``) over a copy of the model's largest weight, the unit in which
+    docs/performance.md counts SAMT-E's element-wise work."""
+
+    def __init__(self, model: nn.Module):
+        weight = max(model.parameters(), key=lambda p: p.numel())
+        self.w = weight.detach().clone()
+        self.g = torch.randn_like(self.w)
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self.w.add_(self.g, alpha=1e-12)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -114,6 +134,9 @@ def time_case(factory, shape, classes, extra, grid, device, rounds, iters, batch
     for label, options in grid.items():
         opts = dict(options)
         name = opts.pop("name")
+        if name == "pass":
+            steppers[label] = WeightPass(factory().to(device))
+            continue
         if name == "samt":
             opts.update(extra)
         steppers[label] = build_optimizer(name, factory().to(device),
@@ -184,15 +207,16 @@ def peak_memory_cuda(options: dict, device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - base
 
 
-def depth_points(rows: list[dict], group: int, mode: str) -> list[tuple[int, float]]:
-    """(hidden layers, ratio to Adam) of SAMT-E ``mode`` with ``group_size=group``."""
+def depth_points(rows: list[dict], group: int, label: str) -> list[tuple[int, float]]:
+    """(hidden layers, ratio to Adam) of optimizer ``label`` with ``group_size=group``."""
     return sorted((int(r["case"][5:].split("_")[0]), float(r["ratio_to_adam"])) for r in rows
                   if r["case"].startswith("depth") and r["case"].endswith(f"_gs{group}")
-                  and r["optimizer"] == f"samt_e {mode}")
+                  and r["optimizer"] == label)
 
 
 def plot_depth(rows: list[dict], path: Path, before: list[dict] | None = None) -> None:
-    """Ratio to Adam vs depth, one panel per meta mode; ``before`` rows dashed."""
+    """Ratio to Adam vs depth, one panel per meta mode; ``before`` rows dashed, SAMT's
+    skeleton (``combine=fixed``, no meta-learning) dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,13 +226,14 @@ def plot_depth(rows: list[dict], path: Path, before: list[dict] | None = None) -
     colors = {1: "tab:red", 4: "tab:blue", 0: "tab:green"}
     for ax, mode in zip(axes, ("hypergradient", "exact"), strict=True):
         for group in GROUPS:
-            for data, style, tag in ((before, "--", "before"), (rows, "-", "after")):
-                pts = depth_points(data or [], group, mode)
+            for data, style, tag, label in ((before, "--", "before", f"samt_e {mode}"),
+                                            (rows, "-", "after", f"samt_e {mode}"),
+                                            (rows, ":", "skeleton", SKELETON)):
+                pts = depth_points(data or [], group, label)
                 if pts:
                     ax.plot(*zip(*pts, strict=True), style, marker="o", color=colors[group],
-                            alpha=0.5 if tag == "before" else 1.0,
-                            label=f"group_size {group}, {tag}" if before else
-                            f"group_size {group}")
+                            alpha=1.0 if tag == "after" else 0.5,
+                            label=f"group_size {group}, {tag}")
         ax.set(xlabel="hidden layers (width 256)", title=f"SAMT-E {mode}", xscale="log",
                yscale="log")
         ax.set_xticks(list(DEPTHS), labels=[str(d) for d in DEPTHS])
