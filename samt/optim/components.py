@@ -10,7 +10,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from samt.optim.choices import FEATURE_NAMES, PROJECTIONS, STEP_TYPES
 
@@ -152,11 +151,11 @@ class EtaModel(nn.Module):
                      ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
         """``forward`` without autograd, plus what ``backward_into`` needs (its activations)."""
         first, _, second, _, last = self.net
-        with torch.no_grad():  # functional calls: the same ops without nn.Module's call overhead
+        with torch.no_grad():
             x = self._input(phi, block)
-            h1 = F.linear(x, first.weight, first.bias).tanh_()
-            h2 = F.linear(h1, second.weight, second.bias).tanh_()
-            z = F.linear(h2, last.weight, last.bias)
+            h1 = torch.tanh(first(x))
+            h2 = torch.tanh(second(h1))
+            z = last(h2)
         return z[..., 0], z[..., 1], (block, x, h1, h2)
 
     def backward_into(self, kept: tuple, d_beta: torch.Tensor | None, d_m: torch.Tensor) -> None:
