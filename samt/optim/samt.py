@@ -409,7 +409,7 @@ class SAMT:
                     keeps_s = keep_fast and keep_s
                     raw = (s if not need_raw else torch.addcmul(beta * eta0, c, s) if keeps_s
                            else torch.addcmul(beta * eta0, c, s, out=s))
-                info = (_Fast(s if keeps_s or not need_raw else None, c,
+                info = (_Fast(s if keeps_s else None, c,  # (need_raw=False: s is None)
                               beta if self.combine == "convex" else None, z_m, eta_model, kept)
                         if keep_fast else None)
                 out.append(_Step(raw, raw, beta.detach(), info))
