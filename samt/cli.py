@@ -492,8 +492,24 @@ def _hydra_run(cfg: DictConfig) -> float | None:
     return run_job(cfg, run_dir, multirun=multirun, resume_hint=hint, sweep_dir=sweep_dir)
 
 
+def register_plugins() -> None:
+    """Register samt's Hydra plugins (the job-list sweeper, ``hydra/sweeper=job_list``) by class.
+
+    Hydra finds plugins by listing the folders of the ``hydra_plugins`` namespace package; an
+    editable install (``pip install -e .``) puts none there (its import hook maps the module
+    instead), so without this the sweeper is an "Unknown plugin class" from any folder but
+    the checkout's root. Registering it by class works with every kind of install.
+    """
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.samt_job_list.job_list_sweeper import JobListSweeper
+
+    Plugins.instance().register(JobListSweeper)
+
+
 def run_main() -> None:
     """``samt-run``: Hydra entry point (``samt-run --help`` lists the config groups)."""
+    register_plugins()
     _hydra_run()
 
 

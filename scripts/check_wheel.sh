@@ -51,3 +51,9 @@ assert summary["status"] == "completed", summary
 print(f"wheel install: one-epoch digits run completed, test accuracy "
       f"{summary['final']['test_metric']:.2f} %, files: {sorted(p for p in __import__('os').listdir('run'))}")
 PYEOF
+# The job-list sweeper (each stage of a reproduced table) is found from here too.
+printf -- "- [seed=0, hydra.sweep.subdir=a]\n" > jobs.yaml
+env -u SAMT_DATA_ROOT "$WORK/venv/bin/samt-run" -m hydra/sweeper=job_list hydra.sweeper.jobs=jobs.yaml \
+  hydra.sweep.dir=sweep dataset=digits epochs=1 progress=false device=cpu > sweep.txt 2>&1 \
+  || { tail -20 sweep.txt; exit 1; }
+test -f sweep/a/summary.json && echo "wheel install: a job-list sweep ran from $PWD"
