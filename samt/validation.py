@@ -33,7 +33,7 @@ from samt.schema import (
     RunConfig,
     field_types,
 )
-from samt.tracking import tensorboard_available
+from samt.tracking import tensorboard_import_error
 
 # Optimizer-group keys the runner itself handles: never passed to the optimizer's constructor.
 # ``constant_schedule_only: true`` marks an optimizer whose step size is its own trained or
@@ -473,9 +473,10 @@ def _typed_like_defaults(cfg: dict[str, Any], name: str, cls: Any) -> None:
 
 def validate_environment(cfg: dict[str, Any]) -> None:
     """Checks that depend on this machine: ``device=cuda`` needs a CUDA device torch can see."""
-    if cfg.get("logger") == "tensorboard" and not tensorboard_available():
-        _fail("logger", "tensorboard", "needs the tensorboard package: pip install "
-              "'samt[tensorboard]' (or pip install tensorboard); or use logger=none")
+    if cfg.get("logger") == "tensorboard":
+        problem = tensorboard_import_error()
+        if problem:
+            _fail("logger", "tensorboard", problem)
     import torch
 
     if cfg["device"]["type"] == "cuda" and not torch.cuda.is_available():

@@ -51,9 +51,9 @@ def test_tensorboard_events_hold_the_metrics_csv_scalars(tmp_path):
 
 
 def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch, capsys):
-    import samt.validation
+    import samt.tracking
 
-    monkeypatch.setattr(samt.validation, "tensorboard_available", lambda: False)
+    monkeypatch.setattr(samt.tracking, "tensorboard_available", lambda: False)
     code = run_cli(["dataset=digits", "logger=tensorboard", "epochs=1", "progress=false",
                     f"hydra.run.dir={tmp_path / 'run'}"])
     assert code == 2

@@ -12,9 +12,9 @@ docs/reliability.md), and reads the meta-parameters that another run's
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from samt.run_folder import (
     FolderLock,
     RunFolderError,
 )
-from samt.tracking import TENSORBOARD_DIR
+from samt.tracking import TENSORBOARD_DIR, TENSORBOARD_EVENTS
 from samt.train.checkpoint import (
     FORMAT,
     check_complete,
@@ -304,6 +304,7 @@ class RunFolder:
         ``CheckpointError``.
         """
         mode = cfg.get("resume", "auto")
+        self.check_no_foreign_files(cfg)
         if mode is False:
             return Plan("fresh")
         summary = self.read_summary()
@@ -344,6 +345,42 @@ class RunFolder:
                                  "start it over")
         return Plan("fresh")
 
+    def holds_run_record(self) -> bool:
+        """Whether a samt-run wrote here: a ``summary.json`` of a run (with its ``status`` and
+        ``epochs_completed``), ``metrics.csv`` or ``checkpoint.pt``."""
+        summary = self.read_summary()
+        return (self.checkpoint_path.is_file() or self.metrics_path.is_file()
+                or (summary is not None and isinstance(summary.get("status"), str)
+                    and "epochs_completed" in summary))
+
+    def foreign_files(self, cfg: dict) -> list[str]:
+        """The files a run would overwrite or remove although no samt-run wrote them: with no
+        run record in the folder (``holds_run_record``), any of ``RESULT_FILES`` except a
+        ``config.yaml`` that records ``cfg`` itself (a run killed just after writing it)."""
+        if self.holds_run_record():
+            return []
+        found = []
+        for name in self.RESULT_FILES:
+            if not (self.path / name).exists():
+                continue
+            if name == CONFIG:
+                recorded = self.read_config()
+                if recorded is not None and not config_differences(recorded, cfg):
+                    continue
+            found.append(name)
+        return found
+
+    def check_no_foreign_files(self, cfg: dict) -> None:
+        """``RunFolderError`` when the folder holds files a run would overwrite that no
+        samt-run wrote (``foreign_files``, e.g. a ``config.yaml`` of your own): nothing of
+        yours is ever replaced; ``resume=false`` does not change that."""
+        found = self.foreign_files(cfg)
+        if found:
+            raise RunFolderError(
+                f"{self.path} holds {', '.join(found)} but no run of samt-run ({SUMMARY}, "
+                f"{METRICS} or {CHECKPOINT}); a run writes files of these names: move them "
+                "away or use another hydra.run.dir")
+
     def holds_results(self) -> bool:
         """Whether the folder holds a run's results: rows, a checkpoint or a final summary."""
         summary = self.read_summary()
@@ -351,12 +388,19 @@ class RunFolder:
                 or (summary is not None and summary.get("status") in FINAL_STATUSES))
 
     def clear_results(self) -> None:
-        """Remove a previous run's result files (and their temporary files, and TensorBoard
-        events)."""
+        """Remove a previous run's result files (and their temporary files) and the event
+        files TensorBoard wrote into ``tensorboard/``; anything else there stays (the folder
+        goes only when that leaves it empty)."""
         for name in self.RESULT_FILES:
             (self.path / name).unlink(missing_ok=True)
             (self.path / f".{name}.tmp").unlink(missing_ok=True)
-        shutil.rmtree(self.path / TENSORBOARD_DIR, ignore_errors=True)
+        events = self.path / TENSORBOARD_DIR
+        if events.is_dir() and not events.is_symlink():
+            for file in events.glob(f"{TENSORBOARD_EVENTS}*"):
+                if file.is_file():
+                    file.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                events.rmdir()
 
     def start_fresh(self, cfg: dict) -> None:
         """A fresh start: a previous run's results removed, ``config.yaml`` written."""
