@@ -35,7 +35,7 @@ from samt.run_folder import (
     STATUS_INTERRUPTED,
     RunFolderError,
 )
-from samt.tracking import make_tracker
+from samt.tracking import TrackerError, make_tracker
 from samt.train.build_optimizer import build_from_config
 from samt.train.checkpoint import CheckpointError, load_checkpoint
 from samt.train.evaluate import evaluate, loss_function
@@ -53,7 +53,7 @@ from samt.validation import ConfigError, validate_against_data
 # Errors in what the user asked for (config, data, run folder): one message, no result files.
 LOG = logging.getLogger("samt.run")  # Hydra writes it to <run folder>/cli.log
 USER_ERRORS = (ConfigError, DataError, ModelConfigError, SAMTModelError, RunFolderError,
-               CheckpointError)
+               CheckpointError, TrackerError)
 
 __all__ = ["CHECKPOINT", "USER_ERRORS", "Diverged", "Interrupted", "Run", "load_checkpoint",
            "run_training"]
@@ -303,6 +303,8 @@ class Run:
             self.setup()
             if plan.checkpoint is not None:
                 self.restore(plan.checkpoint)
+            # Before anything is removed: a logger that cannot start is a TrackerError.
+            self.tracker = make_tracker(str(self.cfg.get("logger") or "none"), self.run_dir)
         except USER_ERRORS:
             raise
         except BaseException as exc:  # a crash (or Ctrl-C) while setting up
@@ -314,8 +316,8 @@ class Run:
             self.folder.start_fresh(self.cfg)
         LOG.info("%s after epoch %d", "resuming" if plan.kind != "fresh" else "starting",
                  self.start_epoch - 1)
-        self.tracker = make_tracker(str(self.cfg.get("logger") or "none"), self.run_dir)
         try:
+            self.tracker.open()
             self.write()
             self._loop()
             self.summary.stop(STATUS_COMPLETED)
