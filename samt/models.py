@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from samt.schema import ACTIVATIONS, NORMS, CnnModel, MlpModel
+from samt.schema import ACTIVATIONS, NORMS, CnnModel, MlpModel, VggModel
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,7 +24,7 @@ class ModelConfigError(ValueError):
     """A model was asked for with settings it cannot satisfy."""
 
 
-_MLP, _CNN = MlpModel(), CnnModel()  # the schema's defaults
+_MLP, _CNN, _VGG = MlpModel(), CnnModel(), VggModel()  # the schema's defaults
 
 
 def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
@@ -84,6 +84,39 @@ def cnn(input_shape: Sequence[int], num_outputs: int,
     return nn.Sequential(*layers)
 
 
+def vgg(input_shape: Sequence[int], num_outputs: int,
+        widths: Sequence[int] = tuple(_VGG.widths), activation: str = _VGG.activation,
+        norm: str = _VGG.norm) -> nn.Sequential:
+    """VGG-style CNN for CIFAR-sized images: per ``widths`` entry a stage of two 3x3 convs, each
+    followed by BatchNorm (``norm: batch``) and ``activation``; a 2x2 max-pool between stages;
+    then a global average pool and a Linear head. SAMT's blocks: one per conv (with its
+    BatchNorm) and the head.
+    """
+    from torch import nn
+
+    if len(input_shape) != 3:
+        raise ModelConfigError(
+            f"model=vgg needs image inputs (C, H, W); this dataset gives input shape "
+            f"{tuple(input_shape)}. Use model=mlp or model=regression_mlp for tabular data.")
+    c, h, w = (int(s) for s in input_shape)
+    pools = len(widths) - 1
+    if min(h, w) < 2 ** pools:
+        raise ModelConfigError(
+            f"model=vgg with {len(widths)} stages ({pools} max-pools) needs images of at least "
+            f"{2 ** pools} pixels per side; got {h}x{w}")
+    act = _activation(activation)
+    layers: list[nn.Module] = []
+    for stage, width in enumerate(int(v) for v in widths):
+        if stage:
+            layers.append(nn.MaxPool2d(2))
+        for _ in range(2):
+            layers += [nn.Conv2d(c, width, 3, padding=1, bias=norm == "none"),
+                       *_norm(norm, 2, width), act()]
+            c = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_outputs)]
+    return nn.Sequential(*layers)
+
+
 def _norm(kind: str, dims: int, features: int) -> list[nn.Module]:
     """No layer (``none``) or a BatchNorm over ``features`` channels (``batch``)."""
     if kind not in NORMS:
@@ -113,7 +146,7 @@ def _activation(name: str) -> type[nn.Module]:
     return getattr(nn, ACTIVATIONS[name])
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "regression_mlp": mlp}
+MODELS = {"mlp": mlp, "cnn": cnn, "regression_mlp": mlp, "vgg": vgg}
 
 
 def build_model(name: str, input_shape: Sequence[int], num_outputs: int, **kwargs) -> nn.Sequential:

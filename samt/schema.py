@@ -49,6 +49,7 @@ SEED_MAX = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; int64 everywhere 
 RESUME_CHOICES = ("auto", True, False)
 DEVICE_TYPES = ("cpu", "cuda", "auto")
 NORMS = ("none", "batch")
+AUGMENTATIONS = ("none", "crop_flip")  # data.augment (samt.train.augment)
 # model.activation -> the torch.nn module class it names (samt.models)
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU"}
 BOUNDS = ("low", "strict", "high", "high_strict")  # option()'s range, as samt.validation reads it
@@ -85,6 +86,13 @@ class DataConfig:
     val_fraction: float = option(0.0, **PROBABILITY, optional=True)
     # fixes which examples are held out, independently of `seed` (docs/tuning.md)
     val_seed: int = option(12345, seed=True, optional=True)
+    # training-batch augmentation, drawn from the run's seeded generator: none | crop_flip
+    # (a random crop of the image padded by 4 pixels, and a horizontal flip with p = 1/2)
+    augment: str = option("none", choices=AUGMENTATIONS, optional=True)
+    # where image-folder sets cache their decoded images; null: <data.root>/.samt-cache when
+    # the data root is writable, else $XDG_CACHE_HOME/samt (~/.cache/samt); docs/datasets.md
+    cache_dir: str | None = option(None, optional=True,
+                                   expect="expected a folder path for the decoded-image cache")
 
 
 @dataclass
@@ -119,6 +127,10 @@ class DatasetConfig:
     # the standard train/test split's index (UCI: 20 splits, protein 5); only the presets of
     # the sets with splits take it (they build on schema_dataset)
     split: int = option(0, low=0, optional=True)
+    # dataset=image_folder: the folder or zip with train/<class>/ and test/<class>/ (a relative
+    # path is taken from data.root); docs/datasets.md
+    path: str | None = option(None, optional=True,
+                              expect="expected the path of an image folder or a zip of one")
 
 
 @dataclass
@@ -160,6 +172,19 @@ class CnnModel:
 
 
 @dataclass
+class VggModel:
+    """``model=vgg``: ``samt.models.vgg``, a VGG-style CIFAR CNN."""
+
+    name: str = option("vgg")
+    # output channels of each stage: two 3x3 convs (+ norm + activation) per stage, a 2x2
+    # max-pool between stages, then a global average pool and one Linear
+    widths: list[int] = option([32, 64, 128], optional=True)
+    activation: str = option("relu", choices=tuple(ACTIVATIONS), optional=True)
+    # batch (BatchNorm2d after every conv, before its activation) | none
+    norm: str = option("batch", choices=NORMS, optional=True)
+
+
+@dataclass
 class DeviceConfig:
     """``device``: where the run computes."""
 
@@ -170,7 +195,7 @@ class DeviceConfig:
 
 # model.name -> its schema (the builder: samt.models.MODELS)
 MODEL_SCHEMAS: dict[str, type] = {"mlp": MlpModel, "cnn": CnnModel,
-                                  "regression_mlp": RegressionMlpModel}
+                                  "regression_mlp": RegressionMlpModel, "vgg": VggModel}
 # The config groups (conf/<group>/) and their schemas: a dict is chosen by the group's `name`;
 # None: the optimizer group, checked by samt.validation's optimizer part.
 GROUPS: dict[str, type | dict[str, type] | None] = {

@@ -12,7 +12,7 @@ from samt.data.errors import (
     UnknownDatasetError,
 )
 from samt.data.prepare import prepare_dataset
-from samt.data.registry import DATASETS, DatasetSpec, load_dataset
+from samt.data.registry import DATASETS, DatasetSpec, ImageFolderOptions, load_dataset
 from samt.data.splits import DatasetSplits
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSpec",
     "DatasetSplits",
+    "ImageFolderOptions",
     "InvalidSplitError",
     "UnknownDatasetError",
     "load_dataset",

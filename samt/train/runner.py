@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from samt.data import DataError, DatasetSplits, load_dataset
+from samt.data import DataError, DatasetSplits, ImageFolderOptions, load_dataset
 from samt.models import ModelConfigError, build_model
 from samt.optim import MetaInitError, SAMTModelError
 from samt.optim.fused import CompileWarning
@@ -36,6 +36,7 @@ from samt.run_folder import (
     RunFolderError,
 )
 from samt.tracking import TrackerError, make_tracker
+from samt.train.augment import augmenter
 from samt.train.build_optimizer import build_from_config
 from samt.train.checkpoint import CheckpointError, load_checkpoint
 from samt.train.evaluate import evaluate, loss_function
@@ -122,11 +123,18 @@ class Run:
         self.device = resolve_device(cfg["device"]["type"])
         loaded: DatasetSplits = load_dataset(
             cfg["dataset"]["name"], cfg["data"]["root"], download=bool(cfg["data"]["download"]),
-            split=int(cfg["dataset"].get("split", 0)), device=self.device)
+            split=int(cfg["dataset"].get("split", 0)), device=self.device,
+            images=ImageFolderOptions(path=cfg["dataset"].get("path"),
+                                      cache_dir=cfg["data"].get("cache_dir"),
+                                      progress=bool(cfg.get("progress", True))))
         validate_against_data(cfg, int(loaded.x_train.shape[0]))
         val_fraction = float(cfg["data"].get("val_fraction") or 0.0)
         val_seed = int(cfg["data"].get("val_seed") or 0)
         self.data = loaded.hold_out(val_fraction, val_seed)
+        try:  # data.augment: drawn from batch_generator in train_epoch
+            self.augment = augmenter(cfg["data"].get("augment", "none"), self.data.input_shape)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         model_opts = {k: v for k, v in cfg["model"].items() if k != "name"}
         self.model = build_model(cfg["model"]["name"], self.data.input_shape,
                                  self.data.num_outputs, **model_opts).to(self.device)
@@ -238,7 +246,9 @@ class Run:
                 self.optimizer.set_scale(schedule_factor(schedule, self.iterations + iterations,
                                                          total))
             skipped_before = self.optimizer.skipped_total
-            self.optimizer.step(x[idx], y[idx])
+            inputs = x[idx] if self.augment is None else self.augment(x[idx],
+                                                                      self.batch_generator)
+            self.optimizer.step(inputs, y[idx])
             iterations += 1
             if self.optimizer.skipped_total > skipped_before:
                 self.consecutive_skips += 1
