@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import math
 import re
@@ -23,6 +22,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from samt.errors import ConfigError
 from samt.optim import choices
 from samt.optim.schedules import SCHEDULES
 from samt.schema import (
@@ -33,29 +33,27 @@ from samt.schema import (
     RunConfig,
     field_types,
 )
+from samt.targets import (
+    INSTANTIATE_KEYS,
+    RUNNER_KEYS,
+    SAMT_TARGETS,
+    TARGET,
+    TARGET_ALLOWED,
+    check_no_nested_targets,
+    optimizer_class,
+    optimizer_constructor,
+)
 from samt.tracking import tensorboard_import_error
 
-# Optimizer-group keys the runner itself handles: never passed to the optimizer's constructor.
-# ``constant_schedule_only: true`` marks an optimizer whose step size is its own trained or
-# averaged state (hypergradient_sgd, schedulefree_adamw): no outside schedule.
-RUNNER_KEYS = ("name", "label", "schedule", "constant_schedule_only")
-# Optimizer-group keys Hydra's ``instantiate`` reads: the class, called later with the
-# parameters (or with ``(model, loss_fn)`` for SAMT: samt/train/build_optimizer.py).
-INSTANTIATE_KEYS = ("_target_", "_partial_")
-# ``_target_`` values of SAMT, whose options are checked without importing it (torch).
-SAMT_TARGETS = ("samt.optim.SAMT", "samt.optim.samt.SAMT")
-TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
-TARGET_ALLOWED = ("the dotted path of an importable optimizer class, e.g. torch.optim.Adam, "
-                  "prodigyopt.Prodigy or samt.optim.SAMT (docs/extending.md)")
+__all__ = ["INSTANTIATE_KEYS", "RUNNER_KEYS", "SAMT_TARGETS", "ConfigError", "check_name_part",
+           "optimizer_target", "validate_against_data", "validate_config",
+           "validate_environment"]
+
 TOP_KEYS = tuple(SECTIONS)  # sections that must exist (samt.schema; CONFIG_KEYS: every key)
 # A value that becomes part of a run folder's name (optimizer.label): no path separator, no "..".
 NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 NAME_PART_ALLOWED = ("1 to 100 characters from letters, digits and _ . + - (the first a letter "
                      "or digit), without '..': it becomes part of the run folder's name")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key, the value and what is allowed."""
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -133,8 +131,12 @@ def _seed(cfg: dict, key: str) -> None:
 
 def _signature_keys(fn: Any, skip: tuple[str, ...]) -> list[str] | None:
     """Keyword options ``fn`` accepts; ``None`` when it takes ``**options`` (a factory whose
-    options only the optimizer it builds knows: checked when it is built)."""
-    params = inspect.signature(fn).parameters
+    options only the optimizer it builds knows) or has no signature to read (checked when it is
+    built)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return [p for p in params if p not in skip]
@@ -222,6 +224,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
     for section in TOP_KEYS:
         if not isinstance(cfg.get(section), dict):
             _fail(section, cfg.get(section), "expected a config group (a mapping)")
+    check_no_nested_targets(cfg)  # before anything is imported (samt/targets.py)
     _check_fields(cfg, "", RunConfig)
     _check_sections(cfg)
     _check_data_root(cfg)
@@ -351,40 +354,11 @@ def _validate_torch_options(cfg: dict[str, Any]) -> None:
               f"(got momentum={opt.get('momentum', 0)}, dampening={opt.get('dampening', 0)})")
 
 
-def _locate(path: str) -> Any:
-    """Import the object at dotted ``path`` (``torch.optim.Adam``) without calling it."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        module = ".".join(parts[:i])
-        try:
-            obj = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and (module == exc.name
-                                         or module.startswith(f"{exc.name}.")):
-                continue  # no such module: the path names an attribute of a shorter one
-            raise
-        for j, attr in enumerate(parts[i:], start=i):
-            if not hasattr(obj, attr):
-                raise AttributeError(f"{'.'.join(parts[:j])} has no attribute {attr!r}")
-            obj = getattr(obj, attr)
-        return obj
-    raise ModuleNotFoundError(f"no module named {parts[0]!r}")
-
-
 def optimizer_target(cfg: dict[str, Any]) -> Any:
     """The class that ``optimizer._target_`` names, imported (nothing is built); a
-    ``ConfigError`` naming ``optimizer._target_`` when it cannot be imported."""
-    target = cfg["optimizer"].get("_target_")
-    try:
-        cls = _locate(target)
-    except Exception as exc:  # no such module or attribute, or the module fails to import
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        _fail("optimizer._target_", target, f"cannot be imported ({type(exc).__name__}: "
-              f"{detail}); expected {TARGET_ALLOWED}")
-    if not isinstance(cls, type):
-        _fail("optimizer._target_", target, f"names a {type(cls).__name__}, not a class; "
-              f"expected {TARGET_ALLOWED}")
-    return cls
+    ``ConfigError`` naming ``optimizer._target_`` when it is not an importable optimizer class
+    (``samt.targets.optimizer_class``)."""
+    return optimizer_class(cfg["optimizer"].get("_target_"))
 
 
 def _check_optimizer_class(cfg: dict[str, Any]) -> None:
@@ -499,13 +473,11 @@ def validate_environment(cfg: dict[str, Any]) -> None:
 def _try_step(target: str, options: dict[str, Any],
               device: Any) -> tuple[str, Exception] | None:
     """Build the ``torch.optim``-style optimizer ``target`` with ``options`` on a tiny parameter
-    as the runner builds it (Hydra's ``instantiate``), and take two steps (with the
+    as the runner builds it (``samt.targets.optimizer_constructor``), and take two steps (with the
     schedule-free train/eval switches); ``(stage, error)`` when that fails, else None."""
     import warnings
 
     import torch
-
-    from samt.train.build_optimizer import optimizer_constructor
 
     param = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6, device=device).view(2, 3))
     with warnings.catch_warnings():

@@ -123,7 +123,10 @@ def test_constant_schedule_only_is_a_key_of_the_yaml(tmp_path: Path):
     ("no_such_package.Optimizer", ["optimizer._target_='no_such_package.Optimizer'",
                                    "ModuleNotFoundError", "e.g. torch.optim.Adam"]),
     ("adam", ["optimizer._target_='adam'", "dotted path"]),
-    ("math.pi", ["optimizer._target_='math.pi'", "names a float, not a class"]),
+    ("math.pi", ["optimizer._target_='math.pi'", "Python's standard library (math)",
+                 "not imported"]),
+    ("torch.nn.functional.relu", ["names a function, not a class"]),
+    ("torch.nn.Linear", ["names a class that is no optimizer", "torch.optim.Optimizer"]),
 ])
 def test_a_bad_target_is_one_clear_error(target, needles, tmp_path: Path):
     cfg = _compose("optimizer=adam", f"optimizer._target_={target}", f"data.root={tmp_path}")

@@ -55,6 +55,7 @@ from samt.train.records import (
     write_json,
     write_metrics,
 )
+from samt.train.stepper import MetaStepper, Stepper
 
 __all__ = ["Plan", "RunFolder", "Summary", "block_count", "read_meta_source"]
 
@@ -223,10 +224,10 @@ class RunFolder:
 
     # --- samt_meta.pt --------------------------------------------------------------------------
 
-    def save_meta(self, optimizer: Any) -> bool:
+    def save_meta(self, optimizer: Stepper | None) -> bool:
         """``samt_meta.pt`` from an optimizer with meta-parameters (``has_meta``: SAMT unless
         ``combine: fixed``), written by the optimizer itself (``save_meta``); whether it was."""
-        if not getattr(optimizer, "has_meta", False):
+        if not isinstance(optimizer, MetaStepper) or not optimizer.has_meta:
             return False
         optimizer.save_meta(self.meta_path)
         return True
@@ -270,7 +271,8 @@ class RunFolder:
     # --- a run's records -----------------------------------------------------------------------
 
     def record(self, rows: list[dict], summary: Summary, *, final: bool = False,
-               optimizer: Any = None, warn: Callable[[str], None] | None = None) -> None:
+               optimizer: Stepper | None = None, warn: Callable[[str], None] | None = None
+               ) -> None:
         """``metrics.csv``, then ``summary`` updated from ``rows`` (``Summary.record_rows``) as
         ``summary.json``.
 

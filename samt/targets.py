@@ -1,0 +1,158 @@
+"""What ``optimizer._target_`` may name, and the one place where it is imported and bound.
+
+A config's ``_target_`` imports code: the module it names is imported, which runs that module's
+import-time code. So, before anything is imported or called (docs/extending.md):
+
+- only the optimizer group's own ``optimizer._target_`` names code; a ``_target_`` nested in any
+  value (``+optimizer.beta3={_target_: builtins.open, ...}``) is refused (``nested_targets``);
+  nothing is instantiated recursively (the runner binds plain values with ``functools.partial``,
+  not ``hydra.utils.instantiate``);
+- a module of Python's standard library is refused unimported (it holds no optimizer:
+  ``builtins.open``, ``this.X``); a package other than ``KNOWN_PACKAGES`` is named on stderr
+  before it is imported;
+- what is imported must be a class of the allowed kind: a ``torch.optim.Optimizer`` subclass or a
+  class with ``takes_model = True`` (``samt.optim.SAMT``). Only then is it called.
+
+Imports no torch at module level (the CLI's static checks use ``TARGET`` and the keys).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from samt.errors import ConfigError
+
+# Optimizer-group keys the runner itself handles: never passed to the optimizer's constructor.
+# ``constant_schedule_only: true`` marks an optimizer whose step size is its own trained or
+# averaged state (hypergradient_sgd, schedulefree_adamw): no outside schedule.
+RUNNER_KEYS = ("name", "label", "schedule", "constant_schedule_only")
+# Keys that say how the class is called: ``_target_`` (the class) and ``_partial_: true`` (called
+# later with the parameters, or with ``(model, loss_fn)`` for SAMT).
+INSTANTIATE_KEYS = ("_target_", "_partial_")
+# ``_target_`` values of SAMT, whose options are checked without importing it (torch).
+SAMT_TARGETS = ("samt.optim.SAMT", "samt.optim.samt.SAMT")
+TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+TARGET_ALLOWED = ("the dotted path of an importable optimizer class, e.g. torch.optim.Adam, "
+                  "prodigyopt.Prodigy or samt.optim.SAMT (docs/extending.md)")
+# Packages of the shipped optimizer configs: imported without a note.
+KNOWN_PACKAGES = ("torch", "samt", "prodigyopt", "schedulefree")
+_ANNOUNCED: set[str] = set()  # packages named on stderr already (once per process)
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def nested_targets(value: Any, key: str) -> list[str]:
+    """The keys below ``key`` (a config value) that hold a ``_target_``: nested mappings at any
+    depth, lists included (``optimizer.beta3._target_``)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        if "_target_" in value:
+            found.append(key)
+        for k, v in value.items():
+            found += nested_targets(v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found += nested_targets(v, f"{key}[{i}]")
+    return found
+
+
+def check_no_nested_targets(cfg: dict[str, Any]) -> None:
+    """``ConfigError`` for a ``_target_`` anywhere below a config group's own keys: only a
+    group's top-level ``_target_`` (``optimizer._target_``) may name code."""
+    for section, node in cfg.items():
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            for where in nested_targets(value, f"{section}.{key}"):
+                _fail(where, _get(cfg, where), "a nested _target_ is not allowed: only a config "
+                      "group's own _target_ (optimizer._target_) names code, and it is never "
+                      "applied to the values of its options; give a plain value")
+
+
+def _get(cfg: dict[str, Any], key: str) -> Any:
+    """The value at a key written by ``nested_targets`` (dots and ``[i]``)."""
+    node: Any = cfg
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+    return node
+
+
+def locate(path: str) -> Any:
+    """Import the object at dotted ``path`` (``torch.optim.Adam``) without calling it."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (module == exc.name
+                                         or module.startswith(f"{exc.name}.")):
+                continue  # no such module: the path names an attribute of a shorter one
+            raise
+        for j, attr in enumerate(parts[i:], start=i):
+            if not hasattr(obj, attr):
+                raise AttributeError(f"{'.'.join(parts[:j])} has no attribute {attr!r}")
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(f"no module named {parts[0]!r}")
+
+
+def optimizer_class(target: Any, key: str = "optimizer._target_") -> type:
+    """The class that ``target`` (the value of ``key``) names, imported, not called:
+    ``ConfigError`` (naming the key, the value and what is allowed) for a malformed path, a
+    module of the standard library, a failed import, or anything but an optimizer class."""
+    if not isinstance(target, str) or not TARGET.fullmatch(target):
+        _fail(key, target, f"expected {TARGET_ALLOWED}")
+    top = target.split(".")[0]
+    if top in sys.stdlib_module_names or top == "__main__":
+        _fail(key, target, f"names a module of Python's standard library ({top}), which holds "
+              f"no optimizer, so it is not imported; expected {TARGET_ALLOWED}")
+    if top not in KNOWN_PACKAGES and top not in _ANNOUNCED:
+        _ANNOUNCED.add(top)
+        print(f"samt-run: note: {key}={target!r} imports the module {target.rpartition('.')[0]} "
+              f"(package {top}, outside {', '.join(KNOWN_PACKAGES)}): its import-time code "
+              "runs", file=sys.stderr)
+    try:
+        cls = locate(target)
+    except Exception as exc:  # no such module or attribute, or the module fails to import
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        _fail(key, target, f"cannot be imported ({type(exc).__name__}: {detail}); expected "
+              f"{TARGET_ALLOWED}")
+    if not isinstance(cls, type):
+        _fail(key, target, f"names a {type(cls).__name__}, not a class; expected "
+              f"{TARGET_ALLOWED}")
+    import torch
+
+    from samt.optim import takes_model
+
+    if not (takes_model(cls) or issubclass(cls, torch.optim.Optimizer)):
+        _fail(key, target, "names a class that is no optimizer: expected a subclass of "
+              "torch.optim.Optimizer, or a class with takes_model = True such as "
+              "samt.optim.SAMT (docs/extending.md)")
+    return cls
+
+
+def optimizer_options(opt_cfg: dict) -> dict:
+    """The keyword options of the optimizer config: without ``RUNNER_KEYS`` and
+    ``INSTANTIATE_KEYS``."""
+    return {k: v for k, v in opt_cfg.items() if k not in (*RUNNER_KEYS, *INSTANTIATE_KEYS)}
+
+
+def optimizer_constructor(opt_cfg: dict) -> tuple[Callable[..., Any], type]:
+    """``(make, cls)``: the class that ``opt_cfg['_target_']`` names (``optimizer_class``) with
+    the config's keyword options bound (a list where the constructor's default is a tuple made a
+    tuple), and the class. ``make`` is called with the parameters (or ``(model, loss_fn)``).
+    A nested ``_target_`` in an option is a ``ConfigError``: nothing else is ever imported."""
+    options = optimizer_options(opt_cfg)
+    check_no_nested_targets({"optimizer": options})
+    cls = optimizer_class(opt_cfg.get("_target_"))
+    from samt.optim.factory import constructor_options
+
+    return functools.partial(cls, **constructor_options(cls, options)), cls
