@@ -49,6 +49,7 @@ from samt.train.seeding import (
     set_rng_state,
     synchronize,
 )
+from samt.train.stepper import Compiles, MetaStepper, Stepper
 from samt.validation import ConfigError, validate_against_data
 
 # Errors in what the user asked for (config, data, run folder): one message, no result files.
@@ -88,6 +89,8 @@ class Run:
     The run is the loop: set up, train epochs, evaluate; ``self.folder`` (``RunFolder``) writes
     what it hands over (rows, checkpoint state, summary, the optimizer's meta-parameters).
     """
+
+    optimizer: Stepper  # built by ``setup``: the runner's contract (samt/train/stepper.py)
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path,
                  log: Callable[[str], None] | None = None):
@@ -173,12 +176,11 @@ class Run:
         where = f"optimizer.meta_init={str(source)!r}"
         try:
             saved = read_meta_source(source)
-            load = getattr(self.optimizer, "load_meta", None)
-            if load is None:
+            if not isinstance(self.optimizer, MetaStepper):
                 raise ConfigError(f"{where} cannot be used: optimizer "
                                   f"{self.cfg['optimizer'].get('label')!r} has no "
                                   "meta-parameters to initialize")
-            file = load(saved)
+            file = self.optimizer.load_meta(saved)
         except MetaInitError as exc:  # its detail names the file and the mismatch
             raise ConfigError(f"{where}{exc.detail}") from None
         LOG.info("meta-parameters (eta models, theta) from %s", file)
@@ -235,7 +237,7 @@ class Run:
         max_skips = int(self.cfg["max_consecutive_skips"])
         schedule = self.cfg["optimizer"].get("schedule", "constant")
         total = int(self.cfg["epochs"]) * -(-x.shape[0] // batch)
-        self._optimizer_mode("train_mode")  # schedule-free: back to the training weights
+        self.optimizer.train_mode()  # schedule-free: back to the training weights
         self.model.train()
         synchronize(self.device)
         start = time.perf_counter()
@@ -262,16 +264,10 @@ class Run:
         synchronize(self.device)
         return time.perf_counter() - start, iterations
 
-    def _optimizer_mode(self, name: str) -> None:
-        """Call the optimizer's ``train_mode``/``eval_mode`` switch when it has one."""
-        switch = getattr(self.optimizer, name, None)
-        if switch is not None:
-            switch()
-
     def epoch_row(self, epoch: int, seconds: float, iterations: int) -> dict:
         bs = int(self.cfg["eval_batch_size"])
         d = self.data
-        self._optimizer_mode("eval_mode")  # schedule-free: evaluate the averaged weights
+        self.optimizer.eval_mode()  # schedule-free: evaluate the averaged weights
         train_loss, train_metric = evaluate(self.model, d.x_train, d.y_train, d, bs)
         test_loss, test_metric = evaluate(self.model, d.x_test, d.y_test, d, bs)
         val_loss, val_metric = (evaluate(self.model, d.x_val, d.y_val, d, bs) if d.has_val
@@ -369,7 +365,8 @@ class Run:
                 with warnings.catch_warnings():  # said below once, naming the config key
                     warnings.simplefilter("ignore", CompileWarning)
                     seconds, iterations = self.train_epoch(bar)
-                error = getattr(self.optimizer, "compile_error", None)
+                error = self.optimizer.compile_error if isinstance(
+                    self.optimizer, Compiles) else None
                 if error and not compile_warned:
                     compile_warned = True
                     _warn(f"optimizer.compile=true: {error}; the run continues eager (the same "
