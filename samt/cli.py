@@ -36,6 +36,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from samt.config_dirs import check_config_dirs
 from samt.run_folder import (
     CHECKPOINT,
     METRICS,
@@ -448,6 +449,7 @@ class RunCallbacks(Callback):
         except Exception:  # an unresolvable folder name: Hydra reports it
             return
         try:
+            check_config_dirs(config)
             _validate_early(config)
             subdir = config.hydra.output_subdir
             state = FolderState.capture(run_dir, restore=[str(subdir)] if subdir else [])
@@ -463,6 +465,7 @@ class RunCallbacks(Callback):
         SWEEP_JOBS.clear()
         _SWEEP_START[:] = [time.monotonic()]
         try:
+            check_config_dirs(config)
             _check_sweep_folder_names(config)
             try:
                 sweep_dir = _abs(str(config.hydra.sweep.dir))
