@@ -103,6 +103,9 @@ SWEEP_JOBS: list[JobOutcome] = []
 _SWEEP_START: list[float] = []
 # What each run folder held before this process wrote into it (single runs; on_run_start).
 _FOLDER_STATES: dict[Path, FolderState] = {}
+# The jobs of the current sweep that ``validate_sweep`` composed and validated (the job-list
+# sweeper does not compose them a second time).
+VALIDATED_JOBS: list[list[str]] = []
 
 
 def _abs(path: str | Path) -> Path:
@@ -165,11 +168,16 @@ def _error(message: str) -> None:
     print(f"samt-run: error: {message}", file=sys.stderr)
 
 
+def _warn(message: str) -> None:
+    print(f"samt-run: warning: {message}", file=sys.stderr)
+
+
 def run_job(cfg: DictConfig | dict, run_dir: Path, *, multirun: bool = False,
             resume_hint: str | None = None, sweep_dir: Path | None = None) -> float | None:
     """One ``samt-run`` job exactly as the CLI runs it: resolve, validate, run or resume.
 
-    Returns the final test metric and prints how the run ended (``report_run``). Single runs
+    Returns ``optimized_metric`` (``optimized_value``: by default the final validation metric)
+    and prints how the run ended (``report_run``). Single runs
     exit (``SystemExit``) with 2 on a user error, removing only what this process added to the
     folder (``FolderState``: recorded by ``RunCallbacks.on_run_start``, else here), with 1 on a
     crash (traceback, then the report) and 130/143 when interrupted. In a sweep (``multirun``) a
@@ -224,8 +232,48 @@ def run_job(cfg: DictConfig | dict, run_dir: Path, *, multirun: bool = False,
                           show=f"crashed: {type(exc).__name__}: {exc}", sweep_dir=sweep_dir)
         return None
     _report_outcome(run, run_dir, time.monotonic() - started, multirun)
-    final = summary.get("final") or {}
-    return final.get("test_metric")
+    value, warning = optimized_value(summary, plain.get("optimized_metric", "val_metric"))
+    if warning and multirun and _sweeper_reads_values():
+        _warn(warning)
+    return value
+
+
+# optimized_metric (samt.schema.OPTIMIZED_METRICS) -> (the summary.json key it reads, the
+# test-set key read instead when the run has no validation split)
+OPTIMIZED_METRICS = {"val_metric": ("final.val_metric", "final.test_metric"),
+                     "best_val_metric": ("best_val_metric", "best_test_metric"),
+                     "test_metric": ("final.test_metric", None)}
+# Sweepers that run a fixed list of jobs and ignore the values the jobs return.
+_FIXED_SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                   "hydra_plugins.samt_job_list.job_list_sweeper.JobListSweeper")
+
+
+def optimized_value(summary: dict, key: str) -> tuple[float | None, str | None]:
+    """The number a run returns to Hydra's sweeper (what a tuner such as Optuna optimizes):
+    ``optimized_metric`` read from ``summary`` (``OPTIMIZED_METRICS``), and a warning when a
+    validation metric was asked for but the run has no validation split (the test metric is
+    returned then). None when the run has no such number (it failed or diverged early)."""
+    def read(path: str) -> Any:
+        node: Any = summary
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return None if isinstance(node, bool) or not isinstance(node, (int, float)) \
+            else float(node)
+
+    path, fallback = OPTIMIZED_METRICS[key]
+    if fallback is None or summary.get("val_size"):
+        return read(path), None
+    return read(fallback), (
+        f"optimized_metric={key}, but the run has no validation split (data.val_fraction=0): "
+        f"the value returned to the sweeper is the test metric ({fallback}), so a tuner would "
+        "tune on the test set; set data.val_fraction (e.g. 0.1) to tune on validation")
+
+
+def _sweeper_reads_values() -> bool:
+    """Whether this sweep's sweeper uses the values its jobs return (Optuna, Nevergrad, Ax)."""
+    with contextlib.suppress(Exception):
+        return str(HydraConfig.get().sweeper._target_) not in _FIXED_SWEEPERS
+    return False
 
 
 def _log_traceback(run_dir: Path, exc: BaseException) -> Path | None:
@@ -343,23 +391,27 @@ def _task_config(config: DictConfig) -> DictConfig:
     return task
 
 
-def _validate_early(config: DictConfig) -> None:
-    """Resolve and validate the job config before Hydra writes anything (``USER_ERRORS``).
-
-    A config that cannot be resolved yet (it may read ``${hydra:runtime.output_dir}``, set
-    only when the job starts) is left to the job, which reports it if it still fails.
-    """
+def _resolve_early(config: DictConfig) -> dict[str, Any] | None:
+    """The job config resolved as the job will resolve it, before Hydra writes anything; None
+    when it cannot be resolved yet (it may read ``${hydra:runtime.output_dir}``, set only when
+    the job starts): the job reports it then if it still fails."""
     hydra_config = HydraConfig.instance()
     previous = hydra_config.cfg
     hydra_config.set_config(config)  # for ${hydra:...} interpolations, as in the job itself
     try:
-        plain = resolve_config(_task_config(config))
+        return resolve_config(_task_config(config))
     except ConfigError:
-        return
+        return None
     finally:
         hydra_config.cfg = previous
-    validate_config(plain)
-    validate_environment(plain)
+
+
+def _validate_early(config: DictConfig) -> None:
+    """Resolve and validate the job config before Hydra writes anything (``USER_ERRORS``)."""
+    plain = _resolve_early(config)
+    if plain is not None:
+        validate_config(plain)
+        validate_environment(plain)
 
 
 def _override_values(override: Any) -> list[Any]:
@@ -393,6 +445,86 @@ def _check_sweep_folder_names(config: DictConfig) -> None:
         elif any(part in str(value) for part in ("/", "\\", "..")):
             raise ConfigError(f"{key}={value!r} is invalid: it becomes part of the job folder's "
                               "name, so it must not hold '/', '\\' or '..'")
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
+    """Each job's overrides, as the sweep's sweeper will compose them (Hydra's basic sweeper:
+    the product of the comma-separated values; ``job_list``: the file's jobs, then the command
+    line's); None for a sweeper that chooses its jobs as it goes (Optuna) or a job list that
+    cannot be read (the sweeper reports it)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.samt_job_list.job_list_sweeper import read_jobs
+
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    arguments = list(config.hydra.overrides.task)
+    if target == _FIXED_SWEEPERS[0]:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        params = config.hydra.sweeper.get("params") or {}
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        overrides = parser.parse_overrides([*(f"{k}={v}" for k, v in params.items()),
+                                            *arguments])
+        return [job for batch in BasicSweeper.split_arguments(overrides, None)
+                for job in batch]
+    if target == _FIXED_SWEEPERS[1] and config.hydra.sweeper.get("jobs"):
+        try:
+            return [[*job, *arguments] for job in read_jobs(str(config.hydra.sweeper.jobs))]
+        except (OSError, ValueError, OmegaConfBaseException):
+            return None
+    return None
+
+
+# Launchers whose jobs run on this machine (SLURM's run elsewhere, with their own devices).
+_LOCAL_LAUNCHERS = (".BasicLauncher", ".JoblibLauncher", "submitit_launcher.LocalLauncher")
+
+
+def validate_sweep(config: DictConfig) -> int:
+    """Compose and validate every job of the sweep (``sweep_jobs``) before the first starts: a
+    user error in any job is ``ConfigError`` naming the job (Hydra's job number and its
+    overrides). The checks of this machine (``validate_environment``: a CUDA device, an
+    optimizer's trial step) only when the launcher runs the jobs here. Returns the number of
+    jobs checked."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    jobs = sweep_jobs(config)
+    VALIDATED_JOBS[:] = []
+    if not jobs:
+        return 0
+    loader = GlobalHydra.instance().config_loader()
+    plains: list[tuple[str, dict[str, Any]]] = []
+
+    @contextlib.contextmanager
+    def naming(where: str) -> Iterator[None]:
+        try:
+            yield
+        except HydraException as exc:
+            raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from None
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise
+            raise ConfigError(f"{where}: {exc}") from None
+
+    for num, job in enumerate(jobs):  # every config first (fast), then the environment
+        where = f"sweep job #{num} ({' '.join(job)})"
+        with naming(where):
+            job_config = loader.load_sweep_config(config, list(job))
+            with open_dict(job_config):
+                job_config.hydra.job.num = num
+                job_config.hydra.runtime.merge_with(config.hydra.runtime)
+            plain = _resolve_early(job_config)
+            if plain is not None:
+                validate_config(plain)
+                plains.append((where, plain))
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+    if launcher.endswith(_LOCAL_LAUNCHERS):  # jobs run on this machine: check it for them
+        for where, plain in plains:
+            with naming(where):
+                validate_environment(plain)
+    VALIDATED_JOBS[:] = [list(job) for job in jobs]
+    return len(jobs)
 
 
 def _fail_early(exc: BaseException) -> None:
@@ -437,9 +569,9 @@ class RunCallbacks(Callback):
     the config and the run folder's path, so that a user error writes nothing; records what
     the folder holds (``FolderState``), so that a run refused later removes only what it added
     and puts back Hydra's ``.hydra/`` files.
-    Sweep: checks the values that name job folders and the sweep folder's path before anything
-    is written; at the end prints how the sweep ended (``_sweep_report``) and exits with status
-    1 if a job failed.
+    Sweep: checks the values that name job folders, every job's config (``validate_sweep``)
+    and the sweep folder's path before anything is written or run; at the end prints how the
+    sweep ended (``_sweep_report``) and exits with status 1 if a job failed.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -467,6 +599,7 @@ class RunCallbacks(Callback):
         try:
             check_config_dirs(config)
             _check_sweep_folder_names(config)
+            validate_sweep(config)
             try:
                 sweep_dir = _abs(str(config.hydra.sweep.dir))
             except Exception:  # an unresolvable folder name: Hydra reports it

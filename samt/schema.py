@@ -52,6 +52,8 @@ NORMS = ("none", "batch")
 AUGMENTATIONS = ("none", "crop_flip")  # data.augment (samt.train.augment)
 # model.activation -> the torch.nn module class it names (samt.models)
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU"}
+# optimized_metric: the number a run returns to Hydra's sweeper (samt.cli.optimized_value)
+OPTIMIZED_METRICS = ("val_metric", "best_val_metric", "test_metric")
 BOUNDS = ("low", "strict", "high", "high_strict")  # option()'s range, as samt.validation reads it
 PROBABILITY = {"low": 0.0, "high": 1.0, "high_strict": True}  # in [0, 1)
 
@@ -114,6 +116,10 @@ class RunConfig:
     # finished run; true: as auto, but a folder with nothing to resume is an error; false:
     # start over, deleting the folder's previous results (docs/reliability.md)
     resume: str | bool = option("auto", choices=RESUME_CHOICES, optional=True)
+    # what a run returns to Hydra's sweeper, i.e. what a tuner (search=optuna_lr) optimizes:
+    # val_metric (the final validation metric) | best_val_metric | test_metric; without a
+    # validation split (data.val_fraction=0) the test metric is returned, with a warning
+    optimized_metric: str = option("val_metric", choices=OPTIMIZED_METRICS, optional=True)
     data: DataConfig = field(default_factory=DataConfig)
     # set by experiment presets; read by scripts/reproduce.py, ignored by the runner
     tuning: Any = option(None, optional=True)

@@ -61,3 +61,11 @@ class JobListSweeper(Sweeper):
             return []
         self.validate_batch_is_legal(batch)  # every job composes, before any starts
         return [self.launcher.launch(batch, initial_job_idx=0)]
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Compose every job, unless samt-run's sweep check (``samt.cli.validate_sweep``)
+        already composed and validated this very batch."""
+        from samt.cli import VALIDATED_JOBS
+
+        if [list(job) for job in batch] != VALIDATED_JOBS:
+            super().validate_batch_is_legal(batch)
