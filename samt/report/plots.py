@@ -42,8 +42,22 @@ def palette(columns: list[str]) -> dict[str, tuple]:
     return {c: cmap(i % cmap.N) for i, c in enumerate(columns)}
 
 
+def unique_slugs(rows: list[str]) -> dict[str, str]:
+    """Each row's file-name part (``slug``), made unique: a row whose slug an earlier row
+    already has gets ``_2``, ``_3``, ... (its figures would overwrite the other's)."""
+    out: dict[str, str] = {}
+    for row in rows:
+        name, n = slug(row), 2
+        while name in out.values():
+            name, n = f"{slug(row)}_{n}", n + 1
+        out[row] = name
+    return out
+
+
 def _save(fig: Figure, path: Path) -> list[Path]:
-    paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    """``path`` + ``.png`` and ``.pdf`` (appended: a row name such as ``dropout=0.2`` holds a
+    dot that ``with_suffix`` would cut at)."""
+    paths = [path.parent / f"{path.name}{ext}" for ext in (".png", ".pdf")]
     for p in paths:
         fig.savefig(p, dpi=150)
     return paths
@@ -70,8 +84,9 @@ def _metric_label(groups: list[Group]) -> str:
 
 
 def plot_curves(row: str, groups: list[Group], colors: dict[str, tuple],
-                out: Path) -> list[Path]:
-    """Test metric and train loss vs epoch, parameter updates and training seconds."""
+                out: Path, name: str | None = None) -> list[Path]:
+    """Test metric and train loss vs epoch, parameter updates and training seconds
+    (``curves_<name>``; ``name`` defaults to the row's ``slug``)."""
     columns = [y for y, _ in CURVE_Y] + [x for x, _ in CURVE_X if x != "epoch"]
     curves = [(g, mean_curves(g, columns)) for g in groups]
     curves = [(g, c) for g, c in curves if not c.empty]
@@ -95,11 +110,11 @@ def plot_curves(row: str, groups: list[Group], colors: dict[str, tuple],
             ax.grid(alpha=0.3)
     fig.suptitle(f"{row}: mean ± std over completed seeds")
     _legend(fig, len(curves))
-    return _save(fig, out / f"curves_{slug(row)}")
+    return _save(fig, out / f"curves_{name or slug(row)}")
 
 
 def plot_samt_steps(row: str, groups: list[Group], colors: dict[str, tuple],
-                    out: Path) -> list[Path]:
+                    out: Path, name: str | None = None) -> list[Path]:
     """Per block: mean applied step ``b{k}_eta_mean`` and gate ``b{k}_beta_mean`` over epochs."""
     series = []
     for g in groups:
@@ -132,11 +147,11 @@ def plot_samt_steps(row: str, groups: list[Group], colors: dict[str, tuple],
             axes[i][k].grid(alpha=0.3)
     fig.suptitle(f"{row}: SAMT step size and gate per block (mean ± std over seeds)")
     _legend(fig, len(series))
-    return _save(fig, out / f"samt_steps_{slug(row)}")
+    return _save(fig, out / f"samt_steps_{name or slug(row)}")
 
 
 def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple],
-                        out: Path) -> list[Path]:
+                        out: Path, name: str | None = None) -> list[Path]:
     """Final test metric (mean ± std over completed seeds) against the learning rate, log x."""
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -167,7 +182,7 @@ def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple
     ax.set_title(f"{row}: learning-rate sensitivity")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    return _save(fig, out / f"lr_sensitivity_{slug(row)}")
+    return _save(fig, out / f"lr_sensitivity_{name or slug(row)}")
 
 
 def profile_taus(costs: dict[str, dict[str, float]], points: int = 400) -> np.ndarray:
@@ -218,11 +233,12 @@ def plot_all(groups: list[Group], sweeps: list[LRSweep], columns: list[str],
     out.mkdir(parents=True, exist_ok=True)
     colors = palette(columns)
     written: list[Path] = []
-    for row in dict.fromkeys(g.row for g in groups):
+    names = unique_slugs(list(dict.fromkeys(g.row for g in groups)))
+    for row, name in names.items():
         members = [g for g in groups if g.row == row]
-        written += plot_curves(row, members, colors, out)
-        written += plot_samt_steps(row, members, colors, out)
+        written += plot_curves(row, members, colors, out, name)
+        written += plot_samt_steps(row, members, colors, out, name)
         row_sweeps = [s for s in sweeps if s.row == row]
         if row_sweeps:
-            written += plot_lr_sensitivity(row, row_sweeps, colors, out)
+            written += plot_lr_sensitivity(row, row_sweeps, colors, out, name)
     return written
