@@ -184,6 +184,7 @@ def test_sigterm_stops_as_interrupted_then_resume_and_rerun(tmp_path, monkeypatc
     ("optimizer=samt_e",),
     ("optimizer=samt_e_lookahead",),
     ("optimizer=samt_s", "optimizer.order=random", "optimizer.meta_interval=2"),
+    ("optimizer=samt_e", "data.augment=crop_flip"),  # crops and flips from the run's generator
 ], ids=lambda o: "+".join(x.split("=")[1] for x in o))
 def test_resume_after_an_interrupt_at_any_iteration_is_exact(tmp_path, overrides):
     cfg = _config(tmp_path, *overrides)

@@ -125,7 +125,8 @@ def _image_folder_spec(name: str, source: str | None, hint: str) -> DatasetSpec:
     folder, files = (str(Path(source).parent), (Path(source).name,)) if source else ("", ())
     return DatasetSpec(name=name, task="classification", folder=folder, files=files,
                        load=partial(load_image_folder, name=name), fetch=None,
-                       hints=(hint, ROOT_HINT), image_folder=True)
+                       hints=(hint.format(folder=f"<data root>/{folder}/"), ROOT_HINT),
+                       image_folder=True)
 
 
 def _uci_spec(name: str) -> DatasetSpec:
