@@ -36,7 +36,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from samt.config_dirs import check_config_dirs
+from samt.config_dirs import check_command_line, check_config_dirs
 from samt.run_folder import (
     CHECKPOINT,
     METRICS,
@@ -646,6 +646,11 @@ def register_plugins() -> None:
 def run_main() -> None:
     """``samt-run``: Hydra entry point (``samt-run --help`` lists the config groups)."""
     register_plugins()
+    try:  # what Hydra would report with a traceback
+        check_command_line(sys.argv[1:], sorted(p.name for p in CONF_DIR.iterdir()
+                                                 if p.is_dir() and p.name != "hydra"))
+    except ConfigError as exc:
+        _fail_early(exc)
     _hydra_run()
 
 

@@ -65,3 +65,46 @@ def check_config_dirs(config: Any) -> None:
         f"{where}: {relative.as_posix()}{more} has the name of a shipped config, which is "
         "searched first, so yours would be silently ignored; give it a name of its own "
         f"({example})")
+
+
+def _yaml_problem(file: Path) -> str | None:
+    """Why ``file`` is not valid YAML (first line of the parser's message, with its place), or
+    None."""
+    import yaml
+
+    try:
+        yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def check_command_line(argv: list[str], groups: list[str]) -> None:
+    """Before Hydra composes (whose errors here would be tracebacks): ``ConfigError`` for a
+    config group set to null (``optimizer=null``; ``groups``: the config groups) and for a yaml
+    file in ``--config-dir`` that does not parse. Anything else is left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:  # Hydra's own parser reports it
+        return
+    for override in args.overrides or []:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~") in groups and value.strip().lower() in ("null", "~"):
+            raise ConfigError(f"{key}={value} is invalid: the config group {key.lstrip('+~')} "
+                              "needs one of its options (samt-run --help lists them)")
+    folder = Path(args.config_dir) if args.config_dir else None
+    if folder is None or not folder.is_dir():
+        return
+    for file in sorted(folder.rglob("*.yaml")):
+        problem = _yaml_problem(file)
+        if problem:
+            raise ConfigError(f"--config-dir {folder}: {file.relative_to(folder).as_posix()} is "
+                              f"not valid YAML: {problem}")

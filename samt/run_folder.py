@@ -97,12 +97,29 @@ class FolderLock:
             self.fd = None
 
 
+NAME_MAX = 255  # bytes in one part of a path (a file or folder name) on common file systems
+
+
+def long_path_part(path: str | Path) -> str | None:
+    """What is wrong when a part of ``path`` is longer than a file name may be (``NAME_MAX``
+    bytes), else None: ``its part 'aaaa...' has 300 bytes, more than the 255 ...``."""
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            return (f"its part {part[:20] + '...'!r} has {size} bytes, more than the {NAME_MAX} "
+                    "a file or folder name may have; choose a shorter name")
+    return None
+
+
 def prepare_folder(key: str, path: Path) -> list[Path]:
     """Make ``path`` (the value of config key ``key``) a writable folder; the folders created
     for it, outermost first. ``RunFolderError`` (one line naming the key, the value and why)
     when it is a file, lies under a file, or cannot be created or written (e.g. under /proc)."""
     path = Path(os.path.abspath(path))
     invalid = f"{key}={str(path)!r} is invalid"
+    too_long = long_path_part(path)
+    if too_long:
+        raise RunFolderError(f"{invalid}: {too_long}")
     if path.exists() and not path.is_dir():
         raise RunFolderError(f"{invalid}: it is a file, not a folder; choose a folder path")
     missing: list[Path] = []
@@ -170,6 +187,8 @@ class FolderState:
     def capture(cls, path: Path, restore: Iterable[str] = ()) -> FolderState:
         """The state of ``path`` now (an absent folder is fine)."""
         path = Path(os.path.abspath(path))
+        if long_path_part(path):  # no such folder can exist (prepare_folder says why)
+            return cls(path, False, frozenset(), {sub: None for sub in restore})
         existed = path.is_dir()
         entries = frozenset(p.name for p in path.iterdir()) if existed else frozenset()
         saved: dict[str, dict[str, bytes] | None] = {}

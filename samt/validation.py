@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -25,6 +26,7 @@ from typing import Any
 from samt.errors import ConfigError
 from samt.optim import choices
 from samt.optim.schedules import SCHEDULES
+from samt.run_folder import long_path_part
 from samt.schema import (
     BOUNDS,
     CONFIG_KEYS,
@@ -49,6 +51,9 @@ __all__ = ["INSTANTIATE_KEYS", "RUNNER_KEYS", "SAMT_TARGETS", "ConfigError", "ch
            "optimizer_target", "validate_against_data", "validate_config",
            "validate_environment"]
 
+# ``device.threads`` at most this (or 4 threads per CPU on a larger machine): threads beyond it
+# cannot help and enough of them exhaust memory.
+MAX_THREADS = 64
 TOP_KEYS = tuple(SECTIONS)  # sections that must exist (samt.schema; CONFIG_KEYS: every key)
 # A value that becomes part of a run folder's name (optimizer.label): no path separator, no "..".
 NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
@@ -213,6 +218,9 @@ def _check_sections(cfg: dict[str, Any]) -> None:
 def _check_data_root(cfg: dict[str, Any]) -> None:
     """``data.root`` (a non-empty string, checked by the schema) must not name a file."""
     path = Path(cfg["data"]["root"]).expanduser()
+    too_long = long_path_part(path)
+    if too_long:
+        _fail("data.root", str(path), too_long)
     if path.exists() and not path.is_dir():
         _fail("data.root", str(path), "must be a folder, not a file "
               "(set SAMT_DATA_ROOT or data.root)")
@@ -317,6 +325,9 @@ def _validate_samt_options(cfg: dict[str, Any]) -> None:
         if not isinstance(meta_init, str) or not meta_init:
             _fail("optimizer.meta_init", meta_init, "expected null or the path of a SAMT run "
                   "folder, its checkpoint.pt or a samt_meta.pt file")
+        too_long = long_path_part(meta_init)
+        if too_long:
+            _fail("optimizer.meta_init", meta_init, too_long)
         if opt["combine"] == "fixed":
             _fail("optimizer.meta_init", meta_init, "combine=fixed learns no step sizes, so "
                   "there are no meta-parameters to initialize")
@@ -451,6 +462,11 @@ def validate_environment(cfg: dict[str, Any]) -> None:
         problem = tensorboard_import_error()
         if problem:
             _fail("logger", "tensorboard", problem)
+    threads = cfg["device"].get("threads")
+    cpus = os.cpu_count() or 1
+    if isinstance(threads, int) and threads > max(MAX_THREADS, 4 * cpus):
+        _fail("device.threads", threads, f"this machine has {cpus} CPUs; allowed: 1 to "
+              f"{max(MAX_THREADS, 4 * cpus)} (more threads than CPUs only slow torch down)")
     import torch
 
     if cfg["device"]["type"] == "cuda" and not torch.cuda.is_available():

@@ -40,6 +40,7 @@ from samt.train.augment import augmenter
 from samt.train.build_optimizer import build_from_config
 from samt.train.checkpoint import CheckpointError, load_checkpoint
 from samt.train.evaluate import evaluate, loss_function
+from samt.train.fits import check_fits
 from samt.train.folder import Plan, RunFolder, Summary, read_meta_source
 from samt.train.records import finite_number
 from samt.train.seeding import (
@@ -138,6 +139,7 @@ class Run:
             self.augment = augmenter(cfg["data"].get("augment", "none"), self.data.input_shape)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        check_fits(cfg, self.data.input_shape, self.data.num_outputs, self.device)  # or refuse
         model_opts = {k: v for k, v in cfg["model"].items() if k != "name"}
         self.model = build_model(cfg["model"]["name"], self.data.input_shape,
                                  self.data.num_outputs, **model_opts).to(self.device)
