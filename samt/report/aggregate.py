@@ -11,9 +11,11 @@ with that label, e.g. ``sgd lr=0.05``).
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,8 @@ from samt.run_folder import BUILD_KEYS, without_added_defaults
 REPLICATE_KEYS = ("seed", "dataset.split")
 BOOKKEEPING_KEYS = ("progress", "data.root", "data.download", "device", "eval_batch_size",
                     "hydra", "resume", "tuning")
+# Where the data were on the machine that ran (no part of a run's result): not in all_runs.csv.
+MACHINE_PATH_KEYS = ("data.root", "data.cache_dir")
 LR_KEYS = ("optimizer.lr", "optimizer.eta0")
 BASELINE_ORDER = ("sgd", "adam")
 DEFAULT_TARGETS = {"mnist": 98.0, "fashion_mnist": 89.0}
@@ -47,6 +51,19 @@ def format_value(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     return "null" if value is None else str(value)
+
+
+def shown_path(value: Any, base: Path | None = None) -> Any:
+    """An absolute path inside ``base`` (default: the current folder) made relative to it, so
+    that a report written in a checkout (``runs/...``) names no path of the machine; any other
+    value as it is."""
+    if not isinstance(value, str | Path) or not os.path.isabs(value):
+        return value
+    base_text = os.path.abspath(base or os.getcwd())
+    path = os.path.abspath(value)
+    if path == base_text or not path.startswith(base_text.rstrip(os.sep) + os.sep):
+        return str(value)
+    return Path(os.path.relpath(path, base_text)).as_posix()
 
 
 def _sort_value(value: Any) -> tuple:
@@ -273,21 +290,23 @@ def aggregate(groups: list[Group]) -> pd.DataFrame:
             mean, std, n = mean_std([metric.value(r) for r in g.completed])
             rec.update({f"{metric.name}_mean": mean, f"{metric.name}_std": std,
                         f"{metric.name}_n": n})
-        rec.update({k: format_value(v) if isinstance(v, tuple) else v for k, v in g.key})
+        rec.update({k: format_value(v) if isinstance(v, tuple) else shown_path(v)
+                    for k, v in g.key})
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
 def run_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run folder: path, status, error, config keys and headline numbers."""
+    """One row per run folder: path, status, error, config keys (``MACHINE_PATH_KEYS`` left
+    out) and headline numbers; paths inside the current folder relative to it (``shown_path``)."""
     records = []
     for run in sorted(runs, key=lambda r: str(r.path)):
-        rec: dict[str, Any] = {"path": str(run.path), "status": run.status,
+        rec: dict[str, Any] = {"path": shown_path(str(run.path)), "status": run.status,
                                "error": run.summary.get("error"),
                                "epochs_completed": run.summary.get("epochs_completed")}
         rec.update({m.name: m.value(run) for m in METRICS})
-        rec.update({k: format_value(v) if isinstance(v, tuple) else v
-                    for k, v in run.config.items()})
+        rec.update({k: format_value(v) if isinstance(v, tuple) else shown_path(v)
+                    for k, v in run.config.items() if k not in MACHINE_PATH_KEYS})
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
