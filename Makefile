@@ -71,7 +71,7 @@ table-cifar10-jpeg:  ## paper claim on CIFAR-10 (JPEG q75) offline: VGG-style CN
 table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
 	$(REPRODUCE) regression $(ARGS)
 
-# Our variant (issue 14), tuned by each table's protocol in its own runs folder, then reported
+# Our variant (per-layer hypergradient SAMT, not in the paper), tuned by each table's protocol in its own runs folder, then reported
 # beside the table's peers (their final runs are read from the table's runs folder, not rerun).
 HD = {key: eta_max, tied: {eta0: 0.3}, grid:
 table-variants:  ## our variants samt_s_hd (and, on MNIST/F-MNIST, samt_s_hd + meta_anchor 0.1) under the MNIST/Fashion-MNIST and UCI protocols, beside the peers (-> results/variants/)

@@ -78,7 +78,7 @@ def optimizer_grid(depth_case: bool, compiled: bool = False) -> dict[str, dict]:
         for mode in ("exact", "hypergradient"):
             grid[f"samt_{step_type[0]} {mode}"] = {"name": "samt", "step_type": step_type,
                                                    "meta_mode": mode}
-    if not depth_case:  # our variants (issue 14): per-layer hypergradient descent, SGD meta-steps
+    if not depth_case:  # our variants (not in the paper): per-layer hypergradient descent, SGD meta-steps
         hd = {"name": "samt", "step_type": "scalar", "meta_mode": "hypergradient",
               "meta_optimizer": "sgd", "meta_lr": 0.1, "eta0": 0.3, "eta_max": 1.0}
         grid["samt_s_hd"] = hd
