@@ -320,6 +320,10 @@ def _validate_samt_options(cfg: dict[str, Any]) -> None:
             f not in choices.FEATURE_NAMES for f in features):
         _fail("optimizer.features", features,
               f"a non-empty list drawn from {', '.join(choices.FEATURE_NAMES)}")
+    repeated = sorted({f for f in features if features.count(f) > 1})
+    if repeated:
+        _fail("optimizer.features", features, f"lists {', '.join(repeated)} more than once; "
+              f"each of {', '.join(choices.FEATURE_NAMES)} at most once")
     meta_init = opt.get("meta_init")
     if meta_init is not None:
         if not isinstance(meta_init, str) or not meta_init:

@@ -68,12 +68,10 @@ class PassContext:
         if module.p == 0.0:
             return h
         if self.first:
-            # nn.Dropout zeroes single entries; Dropout1d/2d/3d whole channels (dims 0 and 1).
-            shape = (h.shape if isinstance(module, nn.Dropout)
-                     else (*h.shape[:2], *([1] * (h.dim() - 2))))
-            keep = 1.0 - module.p
-            mask = torch.empty(shape, dtype=h.dtype, device=h.device).bernoulli_(keep)
-            self.masks[key] = mask.div_(keep) if keep > 0 else mask
+            # The module itself on ones: its mask (0 or 1/(1-p)) in exactly the shape torch
+            # draws it (nn.Dropout: single entries; Dropout1d/2d/3d: whole channels, and for an
+            # unbatched input such as a 2-D input to Dropout1d, whole rows).
+            self.masks[key] = module(torch.ones_like(h))
         return h * self.masks[key]
 
 

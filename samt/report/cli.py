@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,9 @@ def parse_targets(values: Sequence[str], defaults: dict[str, float] | None = Non
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{option} {value!r}: expected VALUE or DATASET=VALUE") from None
+        if not math.isfinite(parsed):
+            raise argparse.ArgumentTypeError(
+                f"{option} {value!r}: expected a finite number as VALUE (a metric to reach)")
         if name:
             named[name] = parsed
         else:

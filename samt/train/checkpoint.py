@@ -4,11 +4,13 @@ holds "the same run" (``samt.train.folder.RunFolder`` uses both; see docs/reliab
 ``checkpoint.pt`` is written at the end of every epoch, atomically (temporary file in the same
 folder, flush, fsync, ``os.replace``, fsync of the folder). It holds everything the run needs to
 continue exactly where that epoch ended: model and optimizer state, every RNG, the metric rows
-and the counters.
+and the counters, and ``checksum``, a SHA-256 of all that (``content_checksum``), checked when
+the file is read: a file changed on disk since is refused, not resumed from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -36,18 +38,55 @@ CHECKPOINT_KEYS: dict[str, type] = {"epoch": int, "config": dict, "device": str,
                                     "counters": dict}
 
 __all__ = ["CHECKPOINT", "FORMAT", "CheckpointError", "FolderLock", "RunFolderError",
-           "check_complete", "config_differences", "load_checkpoint", "save_checkpoint"]
+           "check_checksum", "check_complete", "config_differences", "content_checksum",
+           "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(Exception):
     """``checkpoint.pt`` exists but cannot be read; the message names the file."""
 
 
+def _feed(digest: Any, node: Any) -> None:
+    """Feed ``node`` (a checkpoint's dicts, lists, tensors and plain values) into ``digest``."""
+    if isinstance(node, torch.Tensor):
+        flat = node.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{node.dtype}{tuple(node.shape)}:".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    elif isinstance(node, dict):
+        digest.update(f"D{len(node)}:".encode())
+        for key, value in node.items():
+            digest.update(f"{type(key).__name__}{key!r}=".encode())
+            _feed(digest, value)
+    elif isinstance(node, list | tuple):
+        digest.update(f"{type(node).__name__[0]}{len(node)}:".encode())
+        for value in node:
+            _feed(digest, value)
+    else:
+        digest.update(f"{type(node).__name__}{node!r};".encode())
+
+
+def content_checksum(state: dict) -> str:
+    """SHA-256 of a checkpoint's content (every key but ``checksum``, tensors by their bytes):
+    stored in the file at ``checksum`` and checked when it is read, so that a flipped bit is
+    found instead of resumed from."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != "checksum"})
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """``torch.save`` ``payload`` to ``path`` atomically: a crash leaves the old file or the new."""
+    """``torch.save`` ``payload`` (with its ``checksum``) to ``path`` atomically: a crash leaves
+    the old file or the new."""
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save({**payload, "checksum": content_checksum(payload)}, buf)
     write_atomic(path, buf.getvalue())
+
+
+def check_checksum(path: Path, state: dict) -> bool:
+    """Whether ``state`` (read from ``path``) matches the checksum stored in it; True for a
+    checkpoint written before checksums were stored (it has none)."""
+    stored = state.get("checksum")
+    return stored is None or stored == content_checksum(state)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -65,6 +104,10 @@ def load_checkpoint(path: Path) -> dict:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a samt checkpoint of format {FORMAT} "
                               f"(found {found!r}); delete it or pass resume=false")
+    if not check_checksum(path, state):
+        raise CheckpointError(f"{path} is corrupt: its content does not match the checksum "
+                              "stored in it (changed on disk since it was written); delete it "
+                              "to start this run over, or pass resume=false")
     return state
 
 

@@ -42,6 +42,7 @@ from samt.run_folder import (
 from samt.tracking import TENSORBOARD_DIR, TENSORBOARD_EVENTS
 from samt.train.checkpoint import (
     FORMAT,
+    check_checksum,
     check_complete,
     config_differences,
     load_checkpoint,
@@ -436,6 +437,9 @@ def _read_meta_file(path: Path) -> SavedMeta:
         return unpack_meta(state, path)
     if isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(
             state.get("optimizer"), dict):
+        if not check_checksum(path, state):
+            raise MetaInitError(path, f": {path} is corrupt: its content does not match the "
+                                      "checksum stored in it")
         return _checkpoint_meta(state, path)
     raise MetaInitError(path, f": {path} is neither a samt-run {CHECKPOINT} nor a file written "
                               "by SAMT.save_meta")

@@ -218,9 +218,10 @@ class Run:
             self.consecutive_skips = int(counters["consecutive_skips"])
             epoch = int(state["epoch"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             raise CheckpointError(
                 f"{self.folder.checkpoint_path} does not fit this run ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); delete it or pass resume=false") from None
+                f"{detail[:600]}); delete it or pass resume=false") from None
         if len(self.rows) != epoch:
             raise CheckpointError(f"{self.folder.checkpoint_path}: {len(self.rows)} metric rows "
                                   f"for epoch {epoch}; delete it or pass resume=false")
@@ -328,6 +329,9 @@ class Run:
             self.tracker.open()
             self.write()
             self._loop()
+            if self.iterations and not self.optimizer.param_updates:  # not one applied
+                raise Diverged(f"every one of the {self.iterations} iterations had a non-finite "
+                               "loss or gradient: no update was applied")
             self.summary.stop(STATUS_COMPLETED)
         except Diverged as exc:
             self.summary.stop(STATUS_DIVERGED, str(exc))
