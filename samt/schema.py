@@ -47,6 +47,7 @@ from samt.tracking import LOGGERS
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; int64 everywhere else
 RESUME_CHOICES = ("auto", True, False)
+PROGRESS_CHOICES = ("auto", True, False)
 DEVICE_TYPES = ("cpu", "cuda", "auto")
 NORMS = ("none", "batch")
 AUGMENTATIONS = ("none", "crop_flip")  # data.augment (samt.train.augment)
@@ -105,7 +106,8 @@ class RunConfig:
     epochs: int = option(20, low=1)
     batch_size: int = option(128, low=1)
     eval_batch_size: int = option(4096, low=1)  # evaluation only; does not change results
-    progress: bool = option(True)  # tqdm progress bars
+    # tqdm progress bars: auto (only when stderr is a terminal, not into a log) | true | false
+    progress: str | bool = option("auto", choices=PROGRESS_CHOICES)
     # stop with status "diverged" after this many non-finite iterations in a row
     max_consecutive_skips: int = option(50, low=1)
     # none | tensorboard: the metrics.csv scalars (and SAMT's per-block statistics) also as

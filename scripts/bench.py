@@ -78,7 +78,7 @@ def optimizer_grid(depth_case: bool, compiled: bool = False) -> dict[str, dict]:
         for mode in ("exact", "hypergradient"):
             grid[f"samt_{step_type[0]} {mode}"] = {"name": "samt", "step_type": step_type,
                                                    "meta_mode": mode}
-    if not depth_case:  # our variants (not in the paper): per-layer hypergradient descent, SGD meta-steps
+    if not depth_case:  # our variants (not in the paper): per-layer hypergradient, SGD meta
         hd = {"name": "samt", "step_type": "scalar", "meta_mode": "hypergradient",
               "meta_optimizer": "sgd", "meta_lr": 0.1, "eta0": 0.3, "eta_max": 1.0}
         grid["samt_s_hd"] = hd
@@ -215,33 +215,49 @@ def depth_points(rows: list[dict], group: int, label: str) -> list[tuple[int, fl
 
 
 def plot_depth(rows: list[dict], path: Path, before: list[dict] | None = None) -> None:
-    """Ratio to Adam vs depth, one panel per meta mode; ``before`` rows dashed, SAMT's
-    skeleton (``combine=fixed``, no meta-learning) dotted."""
+    """Ratio to Adam vs depth, one panel per meta mode: colour = ``group_size``, line style =
+    ``before`` rows (dashed), these rows (solid), SAMT's skeleton (``combine=fixed``, no
+    meta-learning; dotted). One legend below the panels; plain-number ticks on both log axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True, layout="constrained")
     colors = {1: "tab:red", 4: "tab:blue", 0: "tab:green"}
+    styles = {"before": "--", "after": "-", "skeleton": ":"}
+    ratios: list[float] = []
     for ax, mode in zip(axes, ("hypergradient", "exact"), strict=True):
         for group in GROUPS:
-            for data, style, tag, label in ((before, "--", "before", f"samt_e {mode}"),
-                                            (rows, "-", "after", f"samt_e {mode}"),
-                                            (rows, ":", "skeleton", SKELETON)):
+            for data, tag, label in ((before, "before", f"samt_e {mode}"),
+                                     (rows, "after", f"samt_e {mode}"),
+                                     (rows, "skeleton", SKELETON)):
                 pts = depth_points(data or [], group, label)
                 if pts:
-                    ax.plot(*zip(*pts, strict=True), style, marker="o", color=colors[group],
-                            alpha=1.0 if tag == "after" else 0.5,
-                            label=f"group_size {group}, {tag}")
+                    ratios += [r for _, r in pts]
+                    ax.plot(*zip(*pts, strict=True), styles[tag], marker="o",
+                            color=colors[group], alpha=1.0 if tag == "after" else 0.5)
         ax.set(xlabel="hidden layers (width 256)", title=f"SAMT-E {mode}", xscale="log",
                yscale="log")
         ax.set_xticks(list(DEPTHS), labels=[str(d) for d in DEPTHS])
-        ax.set_xticks([], minor=True)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(alpha=0.3, which="major")
+    ticks = [t for t in (0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 50)
+             if ratios and min(ratios) / 1.2 <= t <= max(ratios) * 1.2]
+    axes[0].yaxis.set_major_locator(FixedLocator(ticks))
+    axes[0].yaxis.set_major_formatter(lambda v, _: f"{v:g}x")
+    axes[0].yaxis.set_minor_locator(NullLocator())
     axes[0].set_ylabel("time per iteration / Adam (same process)")
-    fig.tight_layout()
+    handles = [Line2D([], [], color=c, marker="o", label=f"group_size {g}"
+                      + (" (one block)" if g == 0 else ""))
+               for g, c in colors.items() if g in GROUPS]
+    handles += [Line2D([], [], color="black", linestyle=styles[t], label=text)
+                for t, text in (("after", "this code"), ("before", "before the batched meta "
+                                "step (--before)"), ("skeleton", "skeleton: no meta-learning"))
+                if t != "before" or before]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", type=Path,
                         help="run folders or folders to search for them (any folder holding "
                              "a summary.json)")
-    parser.add_argument("--out", type=Path, default=Path("report"),
-                        help="output folder (default: report/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: report/ inside the first PATH, beside "
+                             "the runs it reports)")
     parser.add_argument("--target", action="append", default=[], metavar="[DATASET=]VALUE",
                         help="time-to-target threshold on the test metric, repeatable; "
                              "defaults: mnist=98.0 fashion_mnist=89.0; a bare VALUE applies to "
@@ -135,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         given_val = parse_targets(args.val_target, defaults={}, option="--val-target")
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if args.out is None:
+        args.out = args.paths[0] / "report"
     if args.out.exists() and not args.out.is_dir():
         print(f"samt-report: error: --out {args.out} is a file; pass a folder (created if "
               "needed)", file=sys.stderr)

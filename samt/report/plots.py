@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
 from samt.report.aggregate import (
     PROFILE_MEASURES,
@@ -80,18 +80,38 @@ def _legend(fig: Figure, entries: int) -> None:
 
 def _metric_label(groups: list[Group]) -> str:
     name = next((g.metric_name for g in groups if g.metric_name), None)
-    return {"accuracy": "test accuracy (%)", "rmse": "test RMSE"}.get(name or "", "test metric")
+    return {"accuracy": "test accuracy", "rmse": "test RMSE"}.get(name or "", "test metric")
+
+
+def _percent_axis(ax: Axes, groups: list[Group], axis: str = "y") -> None:
+    """Accuracy (a percentage already) with a % sign on its ticks."""
+    if any(g.metric_name == "accuracy" for g in groups):
+        getattr(ax, f"{axis}axis").set_major_formatter(PercentFormatter(100))
+
+
+def _val_curves(groups: list[Group]) -> dict[str, pd.DataFrame]:
+    """Per group column: mean validation metric per epoch (with ``*_mean`` of the x columns),
+    for groups whose runs hold a validation split (a finite ``val_metric``)."""
+    columns = ["val_metric"] + [x for x, _ in CURVE_X if x != "epoch"]
+    out = {}
+    for g in groups:
+        c = mean_curves(g, columns)
+        if not c.empty and c["val_metric_mean"].notna().any():
+            out[g.column] = c
+    return out
 
 
 def plot_curves(row: str, groups: list[Group], colors: dict[str, tuple],
                 out: Path, name: str | None = None) -> list[Path]:
-    """Test metric and train loss vs epoch, parameter updates and training seconds
-    (``curves_<name>``; ``name`` defaults to the row's ``slug``)."""
+    """Test metric (validation metric dashed, when the runs hold a split) and train loss vs
+    epoch, parameter updates and training seconds (``curves_<name>``; ``name`` defaults to the
+    row's ``slug``)."""
     columns = [y for y, _ in CURVE_Y] + [x for x, _ in CURVE_X if x != "epoch"]
     curves = [(g, mean_curves(g, columns)) for g in groups]
     curves = [(g, c) for g, c in curves if not c.empty]
     if not curves:
         return []
+    val = _val_curves([g for g, _ in curves])
     fig = Figure(figsize=(13, 7), layout="constrained")
     axes = fig.subplots(len(CURVE_Y), len(CURVE_X), squeeze=False)
     for i, (y, y_label) in enumerate(CURVE_Y):
@@ -101,10 +121,19 @@ def plot_curves(row: str, groups: list[Group], colors: dict[str, tuple],
                 xs = c["epoch"] if x == "epoch" else c[f"{x}_mean"]
                 _band(ax, xs, c[f"{y}_mean"], c[f"{y}_std"], colors[g.column],
                       g.column if i == j == 0 else None)
+                if y == "test_metric" and g.column in val:
+                    v = val[g.column]
+                    ax.plot(v["epoch"] if x == "epoch" else v[f"{x}_mean"],
+                            v["val_metric_mean"], color=colors[g.column], linestyle="--",
+                            linewidth=1.0)
             ax.set_xlabel(x_label)
             if x == "epoch":
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylabel(_metric_label(groups) if y == "test_metric" else y_label)
+            if y == "test_metric":
+                ax.set_ylabel(_metric_label(groups) + (" (dashed: validation)" if val else ""))
+                _percent_axis(ax, groups)
+            else:
+                ax.set_ylabel(y_label)
             if y == "train_loss" and all((c["train_loss_mean"] > 0).all() for _, c in curves):
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
@@ -179,6 +208,7 @@ def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("learning rate (optimizer.lr; optimizer.eta0 for SAMT)")
     ax.set_ylabel("final " + _metric_label(groups))
+    _percent_axis(ax, groups)
     ax.set_title(f"{row}: learning-rate sensitivity")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")

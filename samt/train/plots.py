@@ -13,8 +13,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
-from samt.train.records import write_atomic  # noqa: E402
+from samt.train.records import finite_number, write_atomic  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -27,16 +29,30 @@ def _save(fig: plt.Figure, path: Path) -> None:
     write_atomic(Path(path), buf.getvalue())
 
 
+def epoch_axis(ax: Axes) -> None:
+    """Whole epochs on the x axis (no 0.5, 1.5 ticks on a short run)."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_learning_curves(rows: list[dict], metric_name: str, path: Path, title: str) -> None:
-    """Train/test loss and metric against epoch, two panels, saved as PNG."""
+    """Train/test (and validation, when the run holds a split) loss and metric against epoch,
+    two panels, saved as PNG; accuracy in percent."""
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for split in ("train", "test"):
-        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], marker=".", label=split)
-        ax_metric.plot(epochs, [r[f"{split}_metric"] for r in rows], marker=".", label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    ax_metric.set(xlabel="epoch", ylabel=metric_name, title=metric_name)
+    splits = ["train", "test"]
+    if any(finite_number(r.get("val_metric")) for r in rows):
+        splits.insert(1, "val")
+    for split in splits:
+        ax_loss.plot(epochs, [r.get(f"{split}_loss") for r in rows], marker=".", label=split)
+        ax_metric.plot(epochs, [r.get(f"{split}_metric") for r in rows], marker=".",
+                       label=split)
+    ax_loss.set(ylabel="loss", yscale="log", title="loss")
+    ax_metric.set(ylabel=metric_name, title=metric_name)
+    if metric_name == "accuracy":
+        ax_metric.yaxis.set_major_formatter(PercentFormatter(100))
     for ax in (ax_loss, ax_metric):
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -56,9 +72,10 @@ def plot_samt_steps(rows: list[dict], num_blocks: int, path: Path, title: str) -
                             [m + s for m, s in zip(mean, std, strict=True)],
                             color=line.get_color(), alpha=0.15)
         ax_beta.plot(epochs, [r[f"b{k}_beta_mean"] for r in rows], marker=".", label=f"block {k}")
-    ax_eta.set(xlabel="epoch", ylabel="applied step eta_bar (mean +- std)", title="step size")
-    ax_beta.set(xlabel="epoch", ylabel="beta (mean)", title="gate beta", ylim=(-0.02, 1.02))
+    ax_eta.set(ylabel="applied step eta_bar (mean +- std)", title="step size")
+    ax_beta.set(ylabel="beta (mean)", title="gate beta", ylim=(-0.02, 1.02))
     for ax in (ax_eta, ax_beta):
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)

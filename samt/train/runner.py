@@ -62,6 +62,14 @@ __all__ = ["CHECKPOINT", "USER_ERRORS", "Diverged", "Interrupted", "Run", "load_
            "run_training"]
 
 
+def show_progress(setting: str | bool) -> bool:
+    """Whether to draw progress bars: ``progress=auto`` only when stderr is a terminal (a log
+    file or a pipe would get a line per refresh), ``true``/``false`` always/never."""
+    if setting == "auto":
+        return sys.stderr.isatty()
+    return bool(setting)
+
+
 def base_summary(cfg: dict[str, Any]) -> Summary:
     """The summary fields known from the config alone (best effort for a broken config):
     ``Summary.start``."""
@@ -130,7 +138,7 @@ class Run:
             split=int(cfg["dataset"].get("split", 0)), device=self.device,
             images=ImageFolderOptions(path=cfg["dataset"].get("path"),
                                       cache_dir=cfg["data"].get("cache_dir"),
-                                      progress=bool(cfg.get("progress", True))))
+                                      progress=show_progress(cfg.get("progress", "auto"))))
         validate_against_data(cfg, int(loaded.x_train.shape[0]))
         val_fraction = float(cfg["data"].get("val_fraction") or 0.0)
         val_seed = int(cfg["data"].get("val_seed") or 0)
@@ -363,7 +371,7 @@ class Run:
         epochs = int(self.cfg["epochs"])
         per_epoch = -(-self.data.x_train.shape[0] // int(self.cfg["batch_size"]))
         with tqdm(total=epochs * per_epoch, initial=(self.start_epoch - 1) * per_epoch,
-                  disable=not self.cfg["progress"],
+                  disable=not show_progress(self.cfg.get("progress", "auto")),
                   desc=f"{self.summary['label']} {self.summary['dataset']}",
                   unit="it", dynamic_ncols=True) as bar:
             compile_warned = False
