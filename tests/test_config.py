@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 from conftest import CONF_DIR
+from helpers import compose_config
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -19,9 +20,7 @@ def _options(group: str) -> list[str]:
 
 
 def _compose(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_config(*overrides)
 
 
 UNJOINED = {"dataset", "optimizer"}  # no rule joins these two groups: their pairs are not all run

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CONF_DIR, run_cli
+from helpers import error_lines
 
 from samt.config_dirs import shadowed_configs
 
@@ -27,10 +28,6 @@ def _args(tmp_path: Path, conf: Path, *extra: str) -> list[str]:
             "device=cpu", "progress=false", f"data.root={tmp_path}", *extra]
 
 
-def _errors(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("samt-run: error:")]
-
-
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
@@ -43,7 +40,7 @@ def test_a_preset_with_a_shipped_name_is_refused(tmp_path, capsys, multirun):
     where = [f"hydra.sweep.dir={out}", "seed=0,1"] if multirun else [f"hydra.run.dir={out}"]
     args = _args(tmp_path, conf, "optimizer=adam", *where)
     assert run_cli(["-m", *args] if multirun else args) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    (error,) = error_lines(capsys.readouterr().err)
     assert f"--config-dir {conf}: optimizer/adam.yaml has the name of a shipped config" in error
     assert "silently ignored" in error and "optimizer=my_adam" in error
     assert not out.exists()

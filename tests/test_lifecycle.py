@@ -8,9 +8,7 @@ The CLI runs in-process (``run_cli``) except where a second real process is the 
 
 from __future__ import annotations
 
-import csv
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -22,9 +20,11 @@ import hydra.core.utils
 import pytest
 from conftest import CONF_DIR, run_cli
 from fixtures_data import snapshot
+from helpers import digits_args, error_lines, read_rows, read_summary
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import samt.atomic as atomic
 import samt.train.records as records
 from samt.cli import report_run, run_job
 from samt.run_folder import FolderLock, FolderState, RunFolderError, prepare_folder
@@ -33,23 +33,7 @@ from samt.train.checkpoint import CHECKPOINT, load_checkpoint
 from samt.train.folder import RunFolder
 from samt.validation import ConfigError, check_name_part
 
-WALL = ("epoch_time_s", "wall_time_s")
 RESULT_FILES = ("metrics.csv", "summary.json", CHECKPOINT)
-
-
-def _args(root: Path, *extra: str) -> list[str]:
-    """A fast digits/Adam command line (``extra`` appended: later keys win)."""
-    return ["dataset=digits", "optimizer=adam", "model.hidden=[8]", "epochs=1", "device=cpu",
-            "progress=false", f"data.root={root}", *extra]
-
-
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as fh:
-        return [{k: v for k, v in r.items() if k not in WALL} for r in csv.DictReader(fh)]
 
 
 def _state(folder: Path) -> dict:
@@ -58,10 +42,6 @@ def _state(folder: Path) -> dict:
     state = {k: v for k, v in snapshot(folder).items() if not k.startswith(".hydra")}
     state.update({str(p): p.read_bytes() for p in (folder / ".hydra").glob("*")})
     return state
-
-
-def _errors(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("samt-run: error:")]
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +65,7 @@ SLOW_SETUP = ("import time\n"
 @pytest.mark.slow  # real processes, about 10-25 s: make test-slow
 def test_a_refused_second_writer_leaves_the_first_runs_folder(tmp_path, capsys):
     out = tmp_path / "two"
-    args = _args(tmp_path, "optimizer=sgd", "epochs=2", f"hydra.run.dir={out}")
+    args = digits_args(tmp_path, "optimizer=sgd", "epochs=2", f"hydra.run.dir={out}")
     first = subprocess.Popen([sys.executable, "-c", SLOW_SETUP, *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -97,13 +77,13 @@ def test_a_refused_second_writer_leaves_the_first_runs_folder(tmp_path, capsys):
             time.sleep(0.01)
         assert run_cli(args) == 2
         err = capsys.readouterr().err
-        assert len(_errors(err)) == 1 and "another samt-run process is writing" in err
+        assert len(error_lines(err)) == 1 and "another samt-run process is writing" in err
         assert out.is_dir() and (out / ".hydra").is_dir()
         assert not (out / "config.yaml").exists()  # the first run was still setting up
     finally:
         first.wait(timeout=300)
     assert first.returncode == 0, first.stderr.read()
-    assert _summary(out)["status"] == "completed" and len(_rows(out)) == 2
+    assert read_summary(out)["status"] == "completed" and len(read_rows(out)) == 2
 
 
 def test_a_refused_writer_leaves_a_folder_another_process_created_meanwhile(
@@ -121,7 +101,7 @@ def test_a_refused_writer_leaves_a_folder_another_process_created_meanwhile(
 
     monkeypatch.setattr(Run, "execute", the_other_process_got_there_first)
     try:
-        assert run_cli(_args(tmp_path, f"hydra.run.dir={out}")) == 2
+        assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}")) == 2
     finally:
         for lock in held:
             lock.__exit__()
@@ -173,11 +153,11 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     monkeypatch.setattr(hydra.core.utils, "datetime", _SameSecond)
     monkeypatch.chdir(tmp_path)
     for lr in ("0.1", "0.03"):
-        assert run_cli(_args(tmp_path, "optimizer=sgd", f"optimizer.lr={lr}")) is None
+        assert run_cli(digits_args(tmp_path, "optimizer=sgd", f"optimizer.lr={lr}")) is None
     folders = sorted((tmp_path / "outputs" / "2026-11-28").iterdir())
     assert len(folders) == 2 and all(f.name.startswith("12-00-00-") for f in folders)
-    assert {_summary(f)["status"] for f in folders} == {"completed"}
-    assert len(_errors(capsys.readouterr().err)) == 0
+    assert {read_summary(f)["status"] for f in folders} == {"completed"}
+    assert len(error_lines(capsys.readouterr().err)) == 0
 
 
 def test_default_sweep_folder_has_microseconds():
@@ -192,25 +172,25 @@ def test_default_sweep_folder_has_microseconds():
 
 def test_resume_false_with_a_setup_error_leaves_a_finished_run_as_it_was(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}")) is None
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}")) is None
     before = _state(out)
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}", "resume=false",
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}", "resume=false",
                          "batch_size=100000")) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    (error,) = error_lines(capsys.readouterr().err)
     assert "batch_size=100000 is invalid" in error
-    assert _state(out) == before and _summary(out)["status"] == "completed"
+    assert _state(out) == before and read_summary(out)["status"] == "completed"
 
 
 def test_resume_false_with_a_setup_crash_keeps_the_finished_run(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}")) is None
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}")) is None
     results = {name: (out / name).read_bytes() for name in RESULT_FILES}
 
     def crash(self):
         raise RuntimeError("injected setup crash")
 
     monkeypatch.setattr(Run, "setup", crash)
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}", "resume=false")) == 1
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}", "resume=false")) == 1
     assert "run failed: RuntimeError: injected setup crash" in capsys.readouterr().err
     assert {name: (out / name).read_bytes() for name in RESULT_FILES} == results
 
@@ -222,14 +202,14 @@ def test_a_users_own_folder_survives_a_refused_run(tmp_path, bad, capsys):
     (folder / "config.yaml").write_text("my: own config\n")
     (folder / "train.log").write_text("my own log\n")
     before = snapshot(folder)
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={folder}", bad)) == 2
-    assert len(_errors(capsys.readouterr().err)) == 1
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={folder}", bad)) == 2
+    assert len(error_lines(capsys.readouterr().err)) == 1
     assert snapshot(folder) == before  # no .hydra/ or job log left either
 
 
 def test_a_refused_run_in_a_new_folder_removes_the_folders_it_made(tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "run"
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}", "batch_size=100000")) == 2
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}", "batch_size=100000")) == 2
     assert not (tmp_path / "new").exists()
 
 
@@ -243,8 +223,8 @@ def test_a_label_that_is_not_a_folder_name_part_is_refused_up_front(
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
     before = snapshot(tmp_path)
-    assert run_cli(_args(tmp_path, f"optimizer.label='{label}'")) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    assert run_cli(digits_args(tmp_path, f"optimizer.label='{label}'")) == 2
+    (error,) = error_lines(capsys.readouterr().err)
     assert f"optimizer.label={label!r} is invalid" in error
     assert "letters, digits and _ . + -" in error
     assert snapshot(tmp_path) == before  # no folder written anywhere
@@ -253,10 +233,10 @@ def test_a_label_that_is_not_a_folder_name_part_is_refused_up_front(
 def test_a_sweep_with_an_escaping_label_is_refused_before_any_folder(tmp_path, capsys):
     sweep = tmp_path / "a" / "b" / "sweep"
     before = snapshot(tmp_path)
-    code = run_cli(["-m", *_args(tmp_path, "optimizer.label=fine,'../../../../escaped'"),
+    code = run_cli(["-m", *digits_args(tmp_path, "optimizer.label=fine,'../../../../escaped'"),
                     f"hydra.sweep.dir={sweep}"])
     assert code == 2
-    (error,) = _errors(capsys.readouterr().err)
+    (error,) = error_lines(capsys.readouterr().err)
     assert "optimizer.label='../../../../escaped' is invalid" in error
     assert snapshot(tmp_path) == before
 
@@ -268,7 +248,7 @@ def test_ordinary_labels_are_allowed(label):
 
 def test_a_sweep_job_outside_the_sweep_folder_writes_nothing_there(tmp_path, capsys):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=_args(
+        cfg = compose(config_name="config", overrides=digits_args(
             tmp_path, "optimizer.label='../../escaped'"))
     outside = tmp_path / "escaped_s0"
     outside.mkdir()
@@ -302,10 +282,10 @@ def test_an_unusable_run_folder_is_a_one_line_user_error(tmp_path, where, needle
     target = where(tmp_path)
     if str(target).startswith("/proc") and not Path("/proc/self").exists():
         pytest.skip("no /proc on this system")
-    code = run_cli(_args(tmp_path, f"hydra.run.dir={target}"))
+    code = run_cli(digits_args(tmp_path, f"hydra.run.dir={target}"))
     captured = capsys.readouterr()
     assert code == 2, captured.err
-    (error,) = _errors(captured.err)
+    (error,) = error_lines(captured.err)
     assert f"hydra.run.dir='{target}' is invalid" in error and needle in error
     assert "Traceback" not in captured.err + captured.out
     if (tmp_path / "a_file").exists():
@@ -314,8 +294,8 @@ def test_an_unusable_run_folder_is_a_one_line_user_error(tmp_path, where, needle
 
 def test_a_sweep_folder_that_is_a_file_is_a_one_line_user_error(tmp_path, capsys):
     target = _file(tmp_path)
-    assert run_cli(["-m", *_args(tmp_path, "seed=0,1"), f"hydra.sweep.dir={target}"]) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    assert run_cli(["-m", *digits_args(tmp_path, "seed=0,1"), f"hydra.sweep.dir={target}"]) == 2
+    (error,) = error_lines(capsys.readouterr().err)
     assert f"hydra.sweep.dir='{target}' is invalid" in error
     assert target.read_text() == "keep me\n"
 
@@ -331,42 +311,59 @@ def test_prepare_folder_reports_what_it_made(tmp_path):
 # --- 16: a full disk at a checkpoint keeps metrics, summary and checkpoint together ------------
 
 
+class _FullDisk:
+    """A file being written when the disk fills: the first ``room`` bytes get there, then
+    ``write`` raises ENOSPC."""
+
+    def __init__(self, fh, room: int = 100):
+        self.fh, self.room = fh, room
+
+    def write(self, data: bytes) -> int:
+        self.fh.write(data[:self.room])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+
 def test_disk_full_at_a_checkpoint_keeps_the_folder_consistent_and_resumable(
         tmp_path, monkeypatch, capsys):
-    args = _args(tmp_path, "epochs=3", "model.hidden=[16]", "batch_size=64")
+    args = digits_args(tmp_path, "epochs=3", "model.hidden=[16]", "batch_size=64")
     assert run_cli([*args, f"hydra.run.dir={tmp_path / 'ref'}"]) is None
-    real_write = records._write_file
+    real_open = atomic._open_temporary
     checkpoints = [0]
 
-    def full_at_the_second_checkpoint(path: Path, data: bytes) -> None:
+    def full_at_the_second_checkpoint(path: Path):
         if path.name == f".{CHECKPOINT}.tmp":
             checkpoints[0] += 1
             if checkpoints[0] == 2:
-                path.write_bytes(data[:100])  # part of it got there, then the disk was full
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_write(path, data)
+                return _FullDisk(real_open(path))
+        return real_open(path)
 
-    monkeypatch.setattr(records, "_write_file", full_at_the_second_checkpoint)
+    monkeypatch.setattr(atomic, "_open_temporary", full_at_the_second_checkpoint)
     out = tmp_path / "run"
     assert run_cli([*args, f"hydra.run.dir={out}"]) == 1
     assert "run failed: OSError" in capsys.readouterr().err
-    summary = _summary(out)
+    summary = read_summary(out)
     assert summary["status"] == "failed" and "No space left" in summary["error"]
-    assert summary["epochs_completed"] == 1 and len(_rows(out)) == 1
+    assert summary["epochs_completed"] == 1 and len(read_rows(out)) == 1
     assert load_checkpoint(out / CHECKPOINT)["epoch"] == 1
     assert not list(out.glob(".*.tmp"))
-    monkeypatch.setattr(records, "_write_file", real_write)
+    monkeypatch.setattr(atomic, "_open_temporary", real_open)
     assert run_cli([*args, f"hydra.run.dir={out}"]) is None  # resumes after epoch 1, exactly
-    assert _summary(out)["resumed_from"] == [1]
-    assert _rows(out) == _rows(tmp_path / "ref")
+    assert read_summary(out)["resumed_from"] == [1]
+    assert read_rows(out) == read_rows(tmp_path / "ref")
 
 
 def test_a_failed_atomic_write_removes_its_temporary_file(tmp_path, monkeypatch):
-    def full(path: Path, data: bytes) -> None:
-        path.write_bytes(data[:1])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(records, "_write_file", full)
+    real_open = atomic._open_temporary
+    monkeypatch.setattr(atomic, "_open_temporary", lambda path: _FullDisk(real_open(path), 1))
     with pytest.raises(OSError):
         records.write_atomic(tmp_path / "summary.json", "{}\n")
     assert list(tmp_path.iterdir()) == []
@@ -383,7 +380,7 @@ def _digits_cfg(tmp_path: Path, *overrides: str) -> dict:
     from samt.cli import resolve_config
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=_args(tmp_path, *overrides))
+        cfg = compose(config_name="config", overrides=digits_args(tmp_path, *overrides))
     return resolve_config(cfg)
 
 
@@ -399,14 +396,14 @@ def test_plots_are_written_before_the_summary_says_completed(tmp_path, monkeypat
     out = tmp_path / "run"
     with pytest.raises(_Killed):
         Run(_digits_cfg(tmp_path, "optimizer=samt_e"), out).execute()
-    assert _summary(out)["status"] == "completed"
+    assert read_summary(out)["status"] == "completed"
     assert (out / "learning_curves.png").stat().st_size > 1000
     assert (out / "samt_steps.png").stat().st_size > 1000
 
 
 def test_a_rerun_of_a_finished_run_writes_missing_plots_again(tmp_path, capsys):
     out = tmp_path / "run"
-    args = _args(tmp_path, "optimizer=samt_e", f"hydra.run.dir={out}")
+    args = digits_args(tmp_path, "optimizer=samt_e", f"hydra.run.dir={out}")
     assert run_cli(args) is None
     for name in ("learning_curves.png", "samt_steps.png"):
         (out / name).unlink()
@@ -430,8 +427,8 @@ def test_a_rerun_of_a_finished_run_writes_missing_plots_again(tmp_path, capsys):
 def test_an_unknown_top_level_key_is_refused_with_the_close_match(tmp_path, arg, needles,
                                                                    capsys):
     out = tmp_path / "run"
-    assert run_cli(_args(tmp_path, arg, f"hydra.run.dir={out}")) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    assert run_cli(digits_args(tmp_path, arg, f"hydra.run.dir={out}")) == 2
+    (error,) = error_lines(capsys.readouterr().err)
     for needle in needles:
         assert needle in error
     assert not out.exists()
@@ -442,16 +439,16 @@ def test_an_unknown_top_level_key_is_refused_with_the_close_match(tmp_path, arg,
 
 def test_a_completed_run_reports_status_metric_time_and_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}", "epochs=2")) is None
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}", "epochs=2")) is None
     err = capsys.readouterr().err
-    summary = _summary(out)
+    summary = read_summary(out)
     final, best = summary["final"]["test_metric"], summary["best_test_metric"]
     assert "samt-run: run completed\n" in err
     assert (f"  test accuracy: {final:.2f} % final, {best:.2f} % best "
             f"(epoch {summary['best_epoch']})") in err
     assert "  epochs: 2 of 2; wall time " in err and " s (training " in err
     assert f"  run folder: {out}" in err
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}", "epochs=2")) is None
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}", "epochs=2")) is None
     assert "samt-run: run already finished (completed): nothing to do" in capsys.readouterr().err
 
 
@@ -466,7 +463,7 @@ def test_a_crashed_run_names_the_error_and_the_folder_with_its_log(tmp_path, mon
 
     monkeypatch.setattr(Run, "train_epoch", crash_in_epoch_2)
     out = tmp_path / "run"
-    assert run_cli(_args(tmp_path, f"hydra.run.dir={out}", "epochs=2")) == 1
+    assert run_cli(digits_args(tmp_path, f"hydra.run.dir={out}", "epochs=2")) == 1
     err = capsys.readouterr().err
     block = err[err.index("samt-run: run failed"):]
     assert block.startswith("samt-run: run failed: RuntimeError: injected crash\n")
@@ -490,7 +487,7 @@ def test_report_names_rmse_for_regression(tmp_path):
 
 def test_a_sweep_reports_counts_failures_folder_and_the_report_command(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    code = run_cli(["-m", *_args(tmp_path, "optimizer.lr=0.01,-1,0.02"),
+    code = run_cli(["-m", *digits_args(tmp_path, "optimizer.lr=0.01,-1,0.02"),
                     f"hydra.sweep.dir={sweep}"])
     assert code == 1
     err = capsys.readouterr().err
@@ -506,7 +503,7 @@ def test_a_sweep_reports_counts_failures_folder_and_the_report_command(tmp_path,
 
 def test_a_sweep_without_failures_exits_0_with_its_report(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    assert run_cli(["-m", *_args(tmp_path, "seed=0,1"), f"hydra.sweep.dir={sweep}"]) is None
+    assert run_cli(["-m", *digits_args(tmp_path, "seed=0,1"), f"hydra.sweep.dir={sweep}"]) is None
     err = capsys.readouterr().err
     assert "samt-run: sweep ended: 2 job(s): 2 completed; wall time" in err
     assert f"  next: samt-report {sweep}" in err and "failed" not in err

@@ -14,10 +14,9 @@ import pytest
 import torch
 import yaml
 from conftest import CONF_DIR, run_cli
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from torch import nn
 
-from samt.cli import resolve_config
 from samt.optim import SAMT, TorchOptimizerStep, build_optimizer, takes_model
 from samt.optim.hypergradient_sgd import HypergradientSGD
 from samt.train import Run
@@ -29,12 +28,8 @@ ADAGRAD = ("_target_: torch.optim.Adagrad\n_partial_: true\nname: adagrad\nlabel
 
 
 def _compose(*overrides: str, config_dir: Path | None = None) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        extra = [f"hydra.searchpath=[file://{config_dir}]"] if config_dir else []
-        cfg = compose(config_name="config", overrides=[
-            "dataset=digits", "device=cpu", "device.threads=1", "progress=false",
-            "model.hidden=[16]", "epochs=1", *extra, *overrides])
-    return resolve_config(cfg)
+    return compose_config("dataset=digits", "device=cpu", "device.threads=1", "progress=false",
+                          "model.hidden=[16]", "epochs=1", *overrides, config_dir=config_dir)
 
 
 def _my_conf(tmp_path: Path, name: str, text: str) -> Path:

@@ -8,22 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
+from helpers import digits_config
 
 import samt.train.runner as runner
-from samt.cli import resolve_config
 from samt.optim.hypergradient_sgd import HypergradientSGD
 from samt.train import Run, run_training
 from samt.train.checkpoint import CHECKPOINT, load_checkpoint
 
 
 def _config(root: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "dataset=digits", "device=cpu", "device.threads=1", "progress=false",
-            f"data.root={root}", "model.hidden=[16]", "epochs=2", *overrides])
-    return resolve_config(cfg)
+    return digits_config(root, "device.threads=1", "model.hidden=[16]", "epochs=2", *overrides)
 
 
 @pytest.mark.parametrize("optimizer", ["schedulefree_adamw", "prodigy", "hypergradient_sgd"])

@@ -8,7 +8,6 @@ the point: a SIGKILL, a Ctrl-C, a sweep's exit status.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -18,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, run_cli
-from hydra import compose, initialize_config_dir
+from conftest import run_cli
+from helpers import digits_config, read_rows, read_summary
 
-import samt.train.records as records
-from samt.cli import resolve_config
+import samt.atomic as atomic
 from samt.train import Run
 from samt.train.checkpoint import (
     CHECKPOINT,
@@ -32,7 +30,6 @@ from samt.train.checkpoint import (
     save_checkpoint,
 )
 
-WALL = ("epoch_time_s", "wall_time_s")
 CLI = [sys.executable, "-c", "from samt.cli import run_main; run_main()"]
 # SAMT-E with the hypergradient meta mode carries state from one iteration to the next (the
 # pending visits), so an exact resume needs all of it. Batch size 2: ~1 s per epoch.
@@ -41,26 +38,13 @@ SLOW_ARGS = ["dataset=digits", "optimizer=samt_e_hypergradient", "model.hidden=[
              "progress=false"]
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as fh:
-        return [{k: v for k, v in r.items() if k not in WALL} for r in csv.DictReader(fh)]
-
-
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
 def _cli(args: list[str]) -> int | None:
     """``samt-run ARGS`` in this process; the exit status if it exited, else None."""
     return run_cli(args)
 
 
 def _config(root: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "dataset=digits", "device=cpu", "progress=false", f"data.root={root}",
-            "model.hidden=[16]", "batch_size=64", "epochs=3", *overrides])
-    return resolve_config(cfg)
+    return digits_config(root, "model.hidden=[16]", "batch_size=64", "epochs=3", *overrides)
 
 
 def _finite(obj) -> bool:
@@ -84,7 +68,7 @@ def reference(tmp_path_factory) -> list[dict]:
     root = tmp_path_factory.mktemp("reference")
     torch.set_num_threads(1)
     assert _cli([*SLOW_ARGS, f"data.root={root}", f"hydra.run.dir={root / 'run'}"]) is None
-    return _rows(root / "run")
+    return read_rows(root / "run")
 
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path, list[str]]:
@@ -119,11 +103,11 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, re
     _stop_during_epoch_2(proc, out, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     epoch = load_checkpoint(out / CHECKPOINT)["epoch"]
-    assert 1 <= epoch < 3 and len(_rows(out)) == epoch
-    assert _summary(out)["status"] == "running"  # killed: nobody could write anything else
+    assert 1 <= epoch < 3 and len(read_rows(out)) == epoch
+    assert read_summary(out)["status"] == "running"  # killed: nobody could write anything else
     assert _cli(args) is None  # the same command again continues from the checkpoint
-    assert _rows(out) == reference
-    summary = _summary(out)
+    assert read_rows(out) == reference
+    summary = read_summary(out)
     assert summary["status"] == "completed" and summary["resumed_from"] == [epoch]
     assert not list(out.glob(".*.tmp"))
 
@@ -136,13 +120,13 @@ def test_sigint_stops_cleanly_as_interrupted_and_resumes_exactly(tmp_path, refer
     assert proc.returncode == 130, stderr
     assert "interrupted (SIGINT)" in stderr and f"hydra.run.dir={out}" in stderr
     assert "Traceback" not in stderr
-    summary = _summary(out)
+    summary = read_summary(out)
     assert summary["status"] == "interrupted" and summary["error"] == "interrupted (Ctrl-C)"
     assert summary["epochs_completed"] == load_checkpoint(out / CHECKPOINT)["epoch"]
     assert _cli([*args, "resume=true"]) is None
-    assert _rows(out) == reference and _summary(out)["status"] == "completed"
+    assert read_rows(out) == reference and read_summary(out)["status"] == "completed"
     assert _cli(args) is None  # finished: a rerun is a no-op
-    assert _rows(out) == reference
+    assert read_rows(out) == reference
 
 
 def test_sigterm_stops_as_interrupted_then_resume_and_rerun(tmp_path, monkeypatch, capsys):
@@ -164,12 +148,12 @@ def test_sigterm_stops_as_interrupted_then_resume_and_rerun(tmp_path, monkeypatc
     assert _cli([*args, f"hydra.run.dir={out}"]) == 143
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler removed again
     assert "interrupted (SIGTERM)" in capsys.readouterr().err
-    summary = _summary(out)
+    summary = read_summary(out)
     assert summary["status"] == "interrupted" and summary["error"] == "interrupted (SIGTERM)"
     assert summary["epochs_completed"] == 1
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
     assert _cli([*args, f"hydra.run.dir={out}"]) is None
-    assert _rows(out) == _rows(tmp_path / "ref")
+    assert read_rows(out) == read_rows(tmp_path / "ref")
     mtime = (out / "metrics.csv").stat().st_mtime_ns
     assert _cli([*args, f"hydra.run.dir={out}"]) is None
     assert "already holds a finished run" in capsys.readouterr().out
@@ -204,11 +188,11 @@ def test_resume_after_an_interrupt_at_any_iteration_is_exact(tmp_path, overrides
 
     with pytest.raises(KeyboardInterrupt):
         StopInEpoch2(cfg, tmp_path / "run").execute()
-    assert _summary(tmp_path / "run")["status"] == "interrupted"
+    assert read_summary(tmp_path / "run")["status"] == "interrupted"
     run = Run(cfg, tmp_path / "run")
     run.execute()
     assert run.outcome == "resumed" and run.summary["resumed_from"] == [1]
-    assert _rows(tmp_path / "run") == _rows(tmp_path / "ref")
+    assert read_rows(tmp_path / "run") == read_rows(tmp_path / "ref")
 
 
 class _NaNGrad(torch.autograd.Function):
@@ -263,7 +247,7 @@ def test_a_few_non_finite_batches_and_gradients_are_skipped(tmp_path, optimizer)
     summary = run.execute()
     assert summary["status"] == "completed"
     assert run.poisoned == 5 + 6 and run.moved == 0  # no poisoned iteration moved a weight
-    rows = _rows(tmp_path / "run")
+    rows = read_rows(tmp_path / "run")
     assert sum(float(r["skipped"]) for r in rows) >= run.poisoned
     assert float(rows[-1]["test_metric"]) > 20  # still learns (chance: 10)
     assert all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
@@ -280,7 +264,7 @@ def test_non_finite_from_epoch_2_on_diverges_keeping_the_rows(tmp_path, optimize
     summary = run.execute()
     assert summary["status"] == "diverged" and "5 consecutive" in summary["error"]
     assert run.poisoned == 5 and run.moved == 0
-    assert summary["epochs_completed"] == 1 and len(_rows(tmp_path / "run")) == 1
+    assert summary["epochs_completed"] == 1 and len(read_rows(tmp_path / "run")) == 1
     assert all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
     state = load_checkpoint(tmp_path / "run" / CHECKPOINT)
     assert state["epoch"] == 1 and _finite(state["model"]) and _finite(state["optimizer"])
@@ -305,7 +289,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(records.os, "replace", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(OSError):
         save_checkpoint(path, {"format": 1, "epoch": 2})
     assert load_checkpoint(path)["epoch"] == 1  # the old checkpoint, whole
@@ -326,9 +310,9 @@ def test_sweep_with_a_failing_job_runs_the_others_and_exits_non_zero(tmp_path, c
     assert done.returncode == 1, done.stderr
     assert "1 sweep job(s) failed" in done.stderr and "optimizer.lr=-1" in done.stderr
     jobs = sorted((tmp_path / "sweep").glob("*_digits_*"))
-    statuses = [_summary(j)["status"] for j in jobs]
+    statuses = [read_summary(j)["status"] for j in jobs]
     assert statuses == ["completed", "failed", "completed"]
-    assert "optimizer.lr=-1" in _summary(jobs[1])["error"]
+    assert "optimizer.lr=-1" in read_summary(jobs[1])["error"]
     # The same sweep again: finished jobs are skipped, the failing one fails again.
     mtimes = [(j / "metrics.csv").stat().st_mtime_ns for j in (jobs[0], jobs[2])]
     assert _cli(args) == 1
@@ -352,7 +336,7 @@ def test_sweep_job_crashing_mid_training_is_recorded_and_the_sweep_goes_on(
     assert code == 1
     assert "RuntimeError: injected crash" in capsys.readouterr().err
     jobs = sorted((tmp_path / "sweep").glob("*_digits_*"))
-    assert [_summary(j)["status"] for j in jobs] == ["completed", "failed", "completed"]
-    crashed = _summary(jobs[1])
+    assert [read_summary(j)["status"] for j in jobs] == ["completed", "failed", "completed"]
+    crashed = read_summary(jobs[1])
     assert crashed["error"] == "RuntimeError: injected crash" and crashed["epochs_completed"] == 1
-    assert len(_rows(jobs[1])) == 1 and (jobs[1] / CHECKPOINT).exists()
+    assert len(read_rows(jobs[1])) == 1 and (jobs[1] / CHECKPOINT).exists()

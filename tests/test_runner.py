@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 
 import pytest
 from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers import digits_config, read_rows
 
 from samt.train import run_training
 from samt.train.records import BASE_COLUMNS
@@ -18,24 +16,15 @@ from samt.train.records import BASE_COLUMNS
 SAMT_COLUMNS = ("eta_mean", "eta_std", "beta_mean", "grad_norm", "meta_loss", "skipped", "clamped")
 
 
-def _config(tmp_path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config",
-                      overrides=["dataset=digits", "device=cpu", "progress=false",
-                                 f"data.root={tmp_path}", *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _rows(run_dir) -> list[dict]:
-    with open(run_dir / "metrics.csv") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_tiny_run_writes_documented_outputs(tmp_path):
     run_dir = tmp_path / "run"
-    summary = run_training(_config(tmp_path, "optimizer=adam", "epochs=3", "model.hidden=[32]"),
-                           run_dir)
-    rows = _rows(run_dir)
+    summary = run_training(digits_config(tmp_path, "optimizer=adam", "epochs=3",
+                                         "model.hidden=[32]"), run_dir)
+    rows = read_rows(run_dir, wall=True)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert tuple(rows[0])[:len(BASE_COLUMNS)] == BASE_COLUMNS
     assert int(rows[-1]["iterations"]) == 3 * -(-1438 // 128)
@@ -52,8 +41,9 @@ def test_tiny_run_writes_documented_outputs(tmp_path):
 
 def test_samt_run_logs_per_block_statistics(tmp_path):
     run_dir = tmp_path / "run"
-    run_training(_config(tmp_path, "optimizer=samt_e", "epochs=2", "model.hidden=[32]"), run_dir)
-    rows = _rows(run_dir)
+    run_training(digits_config(tmp_path, "optimizer=samt_e", "epochs=2", "model.hidden=[32]"),
+                 run_dir)
+    rows = read_rows(run_dir, wall=True)
     for k in range(2):
         for name in SAMT_COLUMNS:
             assert f"b{k}_{name}" in rows[0]
@@ -64,13 +54,10 @@ def test_samt_run_logs_per_block_statistics(tmp_path):
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    cfg = _config(tmp_path, "optimizer=samt_s", "epochs=2", "model.hidden=[16]", "seed=3")
+    cfg = digits_config(tmp_path, "optimizer=samt_s", "epochs=2", "model.hidden=[16]", "seed=3")
     run_training(cfg, tmp_path / "a")
     run_training(cfg, tmp_path / "b")
-    drop = ("epoch_time_s", "wall_time_s")
-    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in _rows(tmp_path / "a")]
-    rows_b = [{k: v for k, v in r.items() if k not in drop} for r in _rows(tmp_path / "b")]
-    assert rows_a == rows_b
+    assert read_rows(tmp_path / "a") == read_rows(tmp_path / "b")  # wall-time columns aside
 
 
 def test_regression_run_reports_rmse_in_original_units(tmp_path):
@@ -80,7 +67,7 @@ def test_regression_run_reports_rmse_in_original_units(tmp_path):
     table = np.random.default_rng(0).normal(size=(60, 5)) * 10 + 50
     write_uci(tmp_path, "concrete", table, features=range(4), target=4,
               splits=[(range(0, 45), range(45, 60))])
-    run_training(_config(tmp_path, "dataset=uci_concrete", "model=regression_mlp",
+    run_training(digits_config(tmp_path, "dataset=uci_concrete", "model=regression_mlp",
                          "optimizer=sgd", "optimizer.lr=0.01", "epochs=2", "batch_size=16"),
                  tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -129,7 +116,7 @@ SAMT_PRESETS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml")
 
 @pytest.mark.parametrize("preset", SAMT_PRESETS)
 def test_every_samt_preset_trains_end_to_end(preset, tmp_path):
-    run_training(_config(tmp_path, f"optimizer={preset}", "epochs=1", "model.hidden=[16]"),
+    run_training(digits_config(tmp_path, f"optimizer={preset}", "epochs=1", "model.hidden=[16]"),
                  tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed"

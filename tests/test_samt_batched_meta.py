@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from helpers import random_batches, tanh_mlp
 from torch import nn
 
 from samt.optim import SAMT
@@ -18,15 +19,11 @@ F64 = torch.float64
 
 
 def make_model(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.Tanh(),
-                         nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3)).to(F64)
+    return tanh_mlp(5, 7, 6, 6, 3, seed=seed)
 
 
 def batches(n: int = 5, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(9, 5, generator=g, dtype=F64), torch.randint(0, 3, (9,), generator=g))
-            for _ in range(n)]
+    return random_batches(n, 9, 5, seed=seed)
 
 
 class FlakyLoss:

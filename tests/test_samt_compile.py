@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import digits_config, random_batches, tanh_mlp
 from torch import nn
 
 from samt.optim import SAMT, fused
@@ -17,15 +18,11 @@ CE = nn.functional.cross_entropy
 
 
 def make_model(dtype: torch.dtype, seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5), nn.Tanh(),
-                         nn.Linear(5, 3)).to(dtype)
+    return tanh_mlp(6, 8, 5, 3, dtype=dtype, seed=seed)
 
 
 def batches(dtype: torch.dtype, n: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(1)
-    return [(torch.randn(16, 6, generator=g, dtype=dtype), torch.randint(0, 3, (16,), generator=g))
-            for _ in range(n)]
+    return random_batches(n, 16, 6, dtype=dtype)
 
 
 def run(compile_: bool, dtype: torch.dtype, steps: int = 3, **options) -> tuple[SAMT, nn.Module]:
@@ -130,16 +127,14 @@ def test_a_platform_that_cannot_compile_gets_one_warning_and_the_eager_path(fres
 
 def test_a_run_that_cannot_compile_says_so_once_naming_the_key(fresh_compile, monkeypatch,
                                                                tmp_path, capsys):
-    from test_runner import _config
-
     from samt.train import run_training
 
     def broken(gm, example_inputs):
         raise RuntimeError("No working C compiler found")
 
     monkeypatch.setitem(fused.COMPILE_OPTIONS, "backend", broken)
-    cfg = _config(tmp_path, "optimizer=samt_e", "optimizer.compile=true", "epochs=2",
-                  "model.hidden=[16]")
+    cfg = digits_config(tmp_path, "optimizer=samt_e", "optimizer.compile=true", "epochs=2",
+                        "model.hidden=[16]")
     with warnings.catch_warnings():
         warnings.simplefilter("error", fused.CompileWarning)  # the runner says it instead
         summary = run_training(cfg, tmp_path / "run")

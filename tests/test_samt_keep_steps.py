@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tanh_mlp
 from torch import nn
 
 from samt.optim import SAMT
@@ -14,9 +15,7 @@ F64 = torch.float64
 
 
 def make_model() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.Tanh(),
-                         nn.Linear(6, 3)).to(F64)
+    return tanh_mlp(5, 7, 6, 3)
 
 
 def run(keep: bool, steps: int = 4, **options) -> tuple[SAMT, nn.Module]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_cli
+from helpers import error_lines
 from torch import nn
 from torch.nn import functional as F
 
@@ -23,10 +24,6 @@ from samt.train.checkpoint import load_checkpoint, save_checkpoint
 def _args(tmp_path: Path, run: Path, *extra: str) -> list[str]:
     return ["dataset=digits", "optimizer=adam", "model.hidden=[8]", "epochs=1", "device=cpu",
             "progress=false", f"data.root={tmp_path}", f"hydra.run.dir={run}", *extra]
-
-
-def _errors(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("samt-run: error:")]
 
 
 @pytest.fixture(autouse=True)
@@ -56,13 +53,13 @@ def test_a_bit_flipped_checkpoint_is_refused_not_resumed(tmp_path, capsys):
     (run / "summary.json").unlink()  # as if killed after the checkpoint: it would resume
     before = checkpoint.read_bytes()
     assert run_cli(_args(tmp_path, run)) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    (error,) = error_lines(capsys.readouterr().err)
     assert "checkpoint.pt is corrupt: its content does not match the checksum" in error
     assert checkpoint.read_bytes() == before  # kept, for the user to look at
     other = tmp_path / "other"
     assert run_cli(_args(tmp_path, other, "optimizer=samt_e",
                          f"optimizer.meta_init={checkpoint}")) == 2
-    assert "is corrupt" in _errors(capsys.readouterr().err)[0]
+    assert "is corrupt" in error_lines(capsys.readouterr().err)[0]
 
 
 def test_a_checkpoint_from_before_checksums_still_loads(tmp_path):
@@ -83,7 +80,7 @@ def test_a_state_dict_mismatch_names_the_tensor(tmp_path, capsys):
     save_checkpoint(run / "checkpoint.pt", state)
     (run / "summary.json").unlink()
     assert run_cli(_args(tmp_path, run, "epochs=2")) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    (error,) = error_lines(capsys.readouterr().err)
     assert "size mismatch for 1.weight" in error and "torch.Size([3, 3])" in error
 
 
@@ -117,7 +114,7 @@ def test_a_run_without_a_single_applied_update_is_diverged(tmp_path, monkeypatch
 def test_repeated_features_are_refused(tmp_path, capsys):
     assert run_cli(_args(tmp_path, tmp_path / "run", "optimizer=samt_e",
                          "optimizer.features=[mean,var,mean]")) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    (error,) = error_lines(capsys.readouterr().err)
     assert "optimizer.features=['mean', 'var', 'mean'] is invalid: lists mean more than once" \
         in error
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from helpers import error_lines
 from torch import nn
 
 from samt.targets import optimizer_constructor
@@ -22,10 +23,6 @@ ZEN = "Beautiful is better than ugly"
 def _args(tmp_path: Path, *extra: str) -> list[str]:
     return ["dataset=digits", "model.hidden=[8]", "epochs=1", "device=cpu", "progress=false",
             f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", *extra]
-
-
-def _errors(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("samt-run: error:")]
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +42,7 @@ def test_a_nested_target_is_refused_and_never_called(tmp_path, capsys, override,
     victim.write_text("precious\n")
     optimizer = "optimizer=adam" if "betas" in override else "optimizer=prodigy"
     assert run_cli(_args(tmp_path, optimizer, override.format(victim=victim))) == 2
-    (error,) = _errors(capsys.readouterr().err)
+    (error,) = error_lines(capsys.readouterr().err)
     assert f"{key}=" in error and "a nested _target_ is not allowed" in error
     assert victim.read_text() == "precious\n" and not Path(f"{victim}.copy").exists()
     assert not (tmp_path / "run").exists()
@@ -57,7 +54,7 @@ def test_a_standard_library_target_is_one_line_and_never_imported(tmp_path, caps
     sys.modules.pop("this", None)
     assert run_cli(_args(tmp_path, "optimizer=adam", f"optimizer._target_={target}")) == 2
     out = capsys.readouterr()
-    (error,) = _errors(out.err)
+    (error,) = error_lines(out.err)
     assert f"optimizer._target_='{target}' is invalid" in error
     assert "standard library" in error and "not imported" in error
     assert ZEN not in out.out + out.err and "this" not in sys.modules

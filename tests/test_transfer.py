@@ -4,17 +4,15 @@ the runner's ``samt_meta.pt``, and no re-application of ``meta_init`` on resume.
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
+from helpers import digits_config, read_rows
 from torch import nn
 
-from samt.cli import resolve_config, run_job
+from samt.cli import run_job
 from samt.optim import SAMT, MetaInitError, TorchOptimizerStep, read_meta
 from samt.run_folder import CHECKPOINT, SAMT_META
 from samt.train import Run, run_training
@@ -22,21 +20,10 @@ from samt.train.checkpoint import config_differences, load_checkpoint
 from samt.train.folder import RunFolder, read_meta_source
 from samt.validation import ConfigError
 
-WALL = ("epoch_time_s", "wall_time_s")
-
 
 def _config(root: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "dataset=digits", "device=cpu", "device.threads=1", "progress=false",
-            f"data.root={root}", "model.hidden=[8]", "optimizer=samt_e", "epochs=1",
-            *overrides])
-    return resolve_config(cfg)
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as fh:
-        return [{k: v for k, v in r.items() if k not in WALL} for r in csv.DictReader(fh)]
+    return digits_config(root, "device.threads=1", "model.hidden=[8]", "optimizer=samt_e",
+                         "epochs=1", *overrides)
 
 
 def _digits_mlp(hidden: int = 8) -> nn.Sequential:
@@ -184,7 +171,7 @@ def test_transferred_run_starts_from_the_source_steps(source, tmp_path, capsys):
     assert cfg["optimizer"]["meta_init"] == str(source)
     transferred = run_training(cfg, tmp_path / "transferred")
     assert fresh["status"] == transferred["status"] == "completed"
-    a, b = _rows(tmp_path / "fresh")[0], _rows(tmp_path / "transferred")[0]
+    a, b = read_rows(tmp_path / "fresh")[0], read_rows(tmp_path / "transferred")[0]
     assert a["b0_eta_mean"] != b["b0_eta_mean"]
     assert a["b1_eta_mean"] != b["b1_eta_mean"]
     assert (tmp_path / "transferred" / SAMT_META).is_file()
@@ -225,7 +212,7 @@ def test_meta_init_is_applied_at_a_fresh_start_only(source, tmp_path, monkeypatc
     run = Run(cfg, tmp_path / "resumed")
     assert run.execute()["status"] == "completed"
     assert run.outcome == "resumed"
-    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+    assert read_rows(tmp_path / "resumed") == read_rows(tmp_path / "straight")
 
 
 def test_config_comparison_new_null_keys_and_tuning():

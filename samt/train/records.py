@@ -1,6 +1,6 @@
 """The file formats of a run folder's records: ``metrics.csv`` rows, JSON (``summary.json``),
-and the atomic write every file of a run folder goes through (``samt.train.folder.RunFolder``
-decides what is written where and when).
+and the atomic write every file of a run folder goes through (``samt.atomic.write_atomic``;
+``samt.train.folder.RunFolder`` decides what is written where and when).
 
 Columns of ``metrics.csv`` (one row per epoch; documented in docs/outputs.md):
 epoch, train_loss, train_metric, test_loss, test_metric, epoch_time_s, wall_time_s, iterations,
@@ -11,57 +11,21 @@ b{k}_grad_norm, b{k}_meta_loss, b{k}_skipped, b{k}_clamped.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from samt.atomic import fsync_dir, write_atomic
+
+__all__ = ["BASE_COLUMNS", "finite_number", "fsync_dir", "read_metrics", "write_atomic",
+           "write_json", "write_metrics"]
 
 BASE_COLUMNS = ("epoch", "train_loss", "train_metric", "test_loss", "test_metric",
                 "epoch_time_s", "wall_time_s", "iterations", "param_updates", "skipped",
                 "val_loss", "val_metric")
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename.
-
-    A crash at any point leaves either the old file or the new one, never a mix; a failed
-    write (a full disk) removes its temporary file and raises.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        _write_file(tmp, data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
