@@ -56,7 +56,8 @@ def expected_images(raw: np.ndarray, mean, std) -> torch.Tensor:
 
 def test_registry_has_every_dataset_with_its_task():
     uci = {"boston", "concrete", "energy", "kin8nm", "naval", "power", "protein", "wine", "yacht"}
-    classification = {"mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "digits"}
+    classification = {"mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "digits",
+                      "cifar10_jpeg", "image_folder"}
     assert set(DATASETS) == classification | {f"uci_{n}" for n in uci}
     for name, spec in DATASETS.items():
         assert spec.name == name

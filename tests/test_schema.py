@@ -74,7 +74,7 @@ def test_the_schema_nodes_are_its_defaults():
     assert list(nodes["schema_run"]) == [f.name for f in dataclasses.fields(RunConfig)]
     for name, schema in MODEL_SCHEMAS.items():
         assert nodes[f"schema_model_{name}"] == defaults(schema)
-    assert nodes["schema_dataset"] == {"name": "???", "split": 0}  # a preset names the dataset
+    assert nodes["schema_dataset"] == {"name": "???", "split": 0, "path": None}  # a preset names it
     assert nodes["schema_device"] == {"type": "???", "threads": None}
     assert nodes["schema_optimizer_samt"] == samt_option_defaults()
 

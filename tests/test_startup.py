@@ -50,3 +50,16 @@ def test_the_lazy_optim_package_still_exports_its_names():
     assert callable(optim.build_optimizer) and "SAMT" in dir(optim)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         optim.nothing  # noqa: B018
+
+
+def test_a_run_imports_neither_torchvision_nor_scikit_learn_unless_its_dataset_needs_them(
+        tmp_path):
+    """The runner and the dataset registry load without them (they cost seconds per run and
+    per launcher job); loading digits imports scikit-learn, and still not torchvision."""
+    code = "import sys\nimport samt.train.runner, samt.data"
+    heavy = _heavy_modules_after(code, tmp_path)
+    assert "torchvision" not in heavy and "sklearn" not in heavy
+    code = ("import sys\nfrom samt.data import load_dataset\n"
+            "load_dataset('digits', '.')")
+    heavy = _heavy_modules_after(code, tmp_path)
+    assert "sklearn" in heavy and "torchvision" not in heavy

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from samt.data.splits import DatasetSplits, require_single_split
 
@@ -30,6 +29,8 @@ def stratified_split(
 def load_digits_dataset(split: int, *, name: str) -> DatasetSplits:
     """Load the digits set (bundled with scikit-learn, so no data root is involved)."""
     require_single_split(name, split)
+    from sklearn.datasets import load_digits  # here: scikit-learn is slow to import
+
     bunch = load_digits()
     images = bunch.images.astype(np.float32)[:, None] / 16.0
     labels = bunch.target.astype(np.int64)

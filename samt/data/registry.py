@@ -8,7 +8,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torchvision
 
 from samt.data.digits import load_digits_dataset
 from samt.data.errors import (
@@ -77,8 +76,8 @@ class DatasetSpec:
         )
 
 
-def _idx_spec(name: str, cls: type, mean: float, std: float, prepare: bool) -> DatasetSpec:
-    folder = f"{cls.__name__}/raw"
+def _idx_spec(name: str, cls: str, mean: float, std: float, prepare: bool) -> DatasetSpec:
+    folder = f"{cls}/raw"
     hints = (PREPARE_HINT.format(name=name),) if prepare else ()
     return DatasetSpec(
         name=name,
@@ -93,7 +92,8 @@ def _idx_spec(name: str, cls: type, mean: float, std: float, prepare: bool) -> D
 
 def _cifar_spec(
     name: str,
-    cls: type,
+    cls: str,
+    folder: str,
     train: tuple[str, ...],
     test: tuple[str, ...],
     label_key: str,
@@ -104,7 +104,7 @@ def _cifar_spec(
     return DatasetSpec(
         name=name,
         task="classification",
-        folder=cls.base_folder,
+        folder=folder,
         files=(*train, *test),
         load=partial(
             load_cifar_dataset,
@@ -116,7 +116,7 @@ def _cifar_spec(
             mean=mean,
             std=std,
         ),
-        fetch=partial(fetch_with_torchvision, cls, folder=cls.base_folder),
+        fetch=partial(fetch_with_torchvision, cls, folder=folder),
         hints=(DOWNLOAD_HINT, ROOT_HINT),
     )
 
@@ -141,16 +141,18 @@ def _uci_spec(name: str) -> DatasetSpec:
     )
 
 
-_tv = torchvision.datasets
+# torchvision's dataset classes are named, not imported: torchvision is imported only when a
+# dataset is downloaded (samt.data.vision.fetch_with_torchvision), not for every run.
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        _idx_spec("mnist", _tv.MNIST, 0.1307, 0.3081, prepare=True),
-        _idx_spec("fashion_mnist", _tv.FashionMNIST, 0.2860, 0.3530, prepare=True),
-        _idx_spec("kmnist", _tv.KMNIST, 0.1918, 0.3483, prepare=False),
+        _idx_spec("mnist", "MNIST", 0.1307, 0.3081, prepare=True),
+        _idx_spec("fashion_mnist", "FashionMNIST", 0.2860, 0.3530, prepare=True),
+        _idx_spec("kmnist", "KMNIST", 0.1918, 0.3483, prepare=False),
         _cifar_spec(
             "cifar10",
-            _tv.CIFAR10,
+            "CIFAR10",
+            "cifar-10-batches-py",
             CIFAR10_TRAIN,
             CIFAR10_TEST,
             label_key="labels",
@@ -160,7 +162,8 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         _cifar_spec(
             "cifar100",
-            _tv.CIFAR100,
+            "CIFAR100",
+            "cifar-100-python",
             CIFAR100_TRAIN,
             CIFAR100_TEST,
             label_key="fine_labels",

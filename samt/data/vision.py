@@ -101,17 +101,20 @@ def load_cifar_dataset(
     )
 
 
-def fetch_with_torchvision(dataset_cls: type, root: Path, folder: str) -> None:
-    """Download through torchvision's class into a temp dir, then move files into place.
+def fetch_with_torchvision(dataset_cls: str, root: Path, folder: str) -> None:
+    """Download through torchvision's class ``torchvision.datasets.<dataset_cls>`` into a temp
+    dir, then move files into place (torchvision is imported here, not for every run).
 
     The temp dir lives inside ``root`` so each file lands with an atomic ``os.replace``;
     a failed download leaves nothing behind (not even ``root`` if this call created it).
     """
+    import torchvision
+
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix=".samt-download-", dir=root) as tmp:
-            dataset_cls(root=tmp, train=False, download=True)
+            getattr(torchvision.datasets, dataset_cls)(root=tmp, train=False, download=True)
             source = Path(tmp) / folder
             files = [p for p in source.iterdir() if p.is_file() and p.suffix != ".gz"]
             target = root / folder
