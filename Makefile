@@ -15,7 +15,7 @@ export SAMT_DATA_ROOT := $(DATA_ROOT)
 JOBS ?= 2
 LAUNCHER ?= local_parallel
 ARGS ?=
-REPRODUCE = $(BIN)/python scripts/reproduce.py --launcher $(LAUNCHER) --jobs $(JOBS)
+REPRODUCE = $(BIN)/samt-reproduce --launcher $(LAUNCHER) --jobs $(JOBS)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

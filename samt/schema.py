@@ -14,7 +14,7 @@ Defaults: importing this module registers each schema's defaults in Hydra's Conf
 (``config_nodes()``: ``schema_run``, ``schema_model_mlp``, ..., ``schema_optimizer_samt``), and
 the yaml files under ``conf/`` build on them (``defaults: [/schema_model_mlp@_here_, _self_]``)
 and set only what differs; so a program that composes ``conf/`` imports this module first
-(``samt.cli`` and ``samt.validation`` do, and ``scripts/reproduce.py``).
+(``samt.cli`` and ``samt.validation`` do, and ``samt.tune.reproduce``).
 ``tests/test_schema.py`` proves that the composed config is the schema's defaults plus the
 presets' own values, and that no preset restates a default.
 
@@ -123,8 +123,30 @@ class RunConfig:
     # validation split (data.val_fraction=0) the test metric is returned, with a warning
     optimized_metric: str = option("val_metric", choices=OPTIMIZED_METRICS, optional=True)
     data: DataConfig = field(default_factory=DataConfig)
-    # set by experiment presets; read by scripts/reproduce.py, ignored by the runner
+    # set by experiment presets; read by samt-reproduce (its keys: TuningConfig), ignored by
+    # the runner
     tuning: Any = option(None, optional=True)
+
+
+@dataclass
+class TuningConfig:
+    """``tuning``: an experiment preset's protocol (docs/tuning.md), read and checked by
+    ``samt-reproduce`` (``samt.tune.reproduce.check_tuning_keys``); the runner ignores it."""
+
+    datasets: list[str] = option()    # the dataset configs of the table
+    seeds: list[int] = option()       # the final runs' seeds (fresh: never grid_seed)
+    grid_seed: int = option(seed=True)  # the seed of every grid run
+    # name -> {key: the step-size key, grid: [increasing values], tied: {other key: ratio to
+    # key}, optimizer: the config (default: name), overrides: [Hydra overrides]}; a grid of
+    # one value fixes the value (no grid runs); a name other than its config's is a variant
+    optimizers: Any = option()
+    # a choice at a grid edge adds the next value on that side, at most this many times
+    max_extensions: int = option(3, low=0, optional=True)
+    # standard dataset splits (UCI): the grid runs on the first, the finals on every one
+    splits: list[int] | None = option(None, optional=True)
+    # a run before the grid whose folder the overrides name as {source}: {dataset, optimizer,
+    # seed, overrides} (conf/experiment/transfer.yaml)
+    source: Any = option(None, optional=True)
 
 
 @dataclass

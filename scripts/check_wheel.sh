@@ -42,6 +42,7 @@ case "$where" in
 esac
 "$WORK/venv/bin/samt-run" --help > help.txt  # a file, not a pipe: head would close it early
 head -3 help.txt
+"$WORK/venv/bin/samt-reproduce" --help > reproduce_help.txt && head -1 reproduce_help.txt
 env -u SAMT_DATA_ROOT "$WORK/venv/bin/samt-run" dataset=digits epochs=1 progress=false \
   device=cpu hydra.run.dir=run
 "$WORK/venv/bin/python" - <<'PYEOF'

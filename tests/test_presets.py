@@ -1,39 +1,28 @@
-"""Experiment presets and ``scripts/reproduce.py``'s job planning (no runs), and ``--help``.
+"""Experiment presets and ``samt-reproduce``'s job planning (no runs), and ``--help``.
 
 The presets themselves run with e.g. (a few seconds each, not part of the suite)::
 
-    python scripts/reproduce.py features epochs=1 'tuning.datasets=[digits]' 'tuning.seeds=[0]' \
+    samt-reproduce features epochs=1 'tuning.datasets=[digits]' 'tuning.seeds=[0]' \
         'model.hidden=[8]' --runs /tmp/r --out /tmp/o
 """
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, REPO
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from samt.cli import resolve_config
 from samt.report.aggregate import build_groups
 from samt.report.collect import Run as ReportRun
+from samt.tune import reproduce
 from samt.validation import validate_config
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-
-
-def _reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-reproduce = _reproduce()
 
 
 def test_the_new_presets_exist():

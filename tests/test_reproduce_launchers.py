@@ -1,4 +1,4 @@
-"""scripts/reproduce.py's stages as Hydra multiruns (docs/tuning.md, "Stages through Hydra
+"""samt-reproduce's stages as Hydra multiruns (docs/tuning.md, "Stages through Hydra
 launchers"): each stage is one ``samt-run -m hydra/sweeper=job_list`` command; the device is
 the user's (``device=cuda`` composes for every job); the SLURM launcher renders one sbatch
 array per stage. The slow test runs the ``smoke`` preset end to end through Hydra's real
@@ -22,6 +22,8 @@ from test_presets import PRESETS, reproduce
 
 from samt.cli import resolve_config
 from samt.validation import validate_config
+
+REPRODUCE = [sys.executable, "-m", "samt.tune.reproduce"]  # samt-reproduce
 
 
 def test_device_args_leave_the_device_to_the_user():
@@ -124,7 +126,7 @@ def test_slurm_stage_renders_one_sbatch_array(tmp_path):
 
 def test_dry_run_prints_the_stages_and_the_launcher(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "reproduce.py"), "smoke", "--dry-run",
+        [*REPRODUCE, "smoke", "--dry-run",
          "--launcher", "slurm", "hydra.launcher.partition=gpu", "device=cuda",
          "--runs", str(tmp_path / "runs")],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
@@ -163,7 +165,7 @@ def test_smoke_table_is_the_same_through_submitit_local_and_joblib(tmp_path):
     for launcher in ("submitit_local", "local_parallel"):
         root = tmp_path / launcher
         out = subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "reproduce.py"), "smoke", "--launcher",
+            [*REPRODUCE, "smoke", "--launcher",
              launcher, "--jobs", "2", "--runs", str(root / "runs"), "--out", str(root / "out")],
             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -186,7 +188,7 @@ def test_smoke_table_is_the_same_through_submitit_local_and_joblib(tmp_path):
     assert (a / "grid" / ".submitit").is_dir()  # submitit's own job logs
 
     again = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "reproduce.py"), "smoke", "--launcher", "basic",
+        [*REPRODUCE, "smoke", "--launcher", "basic",
          "--runs", str(b), "--out", str(tmp_path / "again")],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr

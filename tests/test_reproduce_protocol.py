@@ -1,4 +1,4 @@
-"""scripts/reproduce.py's protocol (docs/tuning.md) on fake grid run folders with known
+"""samt-reproduce's protocol (docs/tuning.md) on fake grid run folders with known
 validation and test numbers: the choice reads the validation metric only, edge extension, fair
 grids, fresh seeds, UCI splits. No training."""
 

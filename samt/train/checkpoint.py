@@ -29,7 +29,7 @@ from samt.train.records import write_atomic
 
 FORMAT = 1
 # Keys that do not change a run's numbers: they may differ between a run and its resumption.
-# ``tuning`` is the experiment presets' protocol block, read by scripts/reproduce.py only.
+# ``tuning`` is the experiment presets' protocol block, read by samt-reproduce only.
 IGNORED_KEYS = ("progress", "resume", "data.root", "data.download", "device.threads",
                 "eval_batch_size", "tuning", "logger")
 # What a checkpoint must hold (besides ``format``), with the type of each value.
