@@ -256,3 +256,13 @@ def test_the_shared_cifar10_jpeg_zip_has_60000_images_with_the_documented_means(
     mean, std = imf.channel_stats(decoded["x_train"])
     assert np.allclose(mean, [0.4913, 0.4821, 0.4465], atol=2e-4)
     assert np.allclose(std, [0.2452, 0.2428, 0.2606], atol=2e-4)
+
+
+def test_the_cache_file_gets_a_plain_files_mode(tmp_path):
+    _write_zip(tmp_path / "imgs.zip", _tree())
+    _load(tmp_path, "imgs.zip", tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o666 & ~umask
+    assert not list((tmp_path / "cache").glob(".*"))  # no temp file left behind

@@ -185,15 +185,23 @@ def read_cached(path: Path, key: dict) -> dict | None:
 
 
 def write_cache(path: Path, decoded: dict, key: dict) -> str | None:
-    """Write ``decoded`` with ``key`` atomically; returns why not when the folder is not
-    writable (the run goes on without a cache)."""
+    """Write ``decoded`` with ``key`` atomically; returns why not when it cannot be written
+    (the run goes on without a cache; no temp file is left behind)."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # a unique temp name: parallel first runs of a sweep may write the same cache at once
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
-                                         delete=False) as tmp:
-            torch.save({**decoded, "key": key}, tmp)
-        os.replace(tmp.name, path)
+                                         delete=False) as fh:
+            tmp = Path(fh.name)
+            torch.save({**decoded, "key": key}, fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # a plain new file's mode: others may read a shared cache
+        os.replace(tmp, path)
     except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         return f"{exc.strerror or exc}: {path}"
     return None
 
