@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures_data import write_uci
-from test_runner import _config, _rows
+from helpers import digits_config, read_rows
 
 from samt.data import load_dataset
 from samt.data.splits import validation_indices
@@ -61,20 +61,20 @@ def test_uci_standardization_is_fit_on_the_remaining_training_part(tmp_path):
 
 @pytest.mark.parametrize("value", [1.0, -0.1, "half", True])
 def test_bad_val_fraction_names_the_key(tmp_path, value):
-    cfg = _config(tmp_path, "optimizer=adam")
+    cfg = digits_config(tmp_path, "optimizer=adam")
     cfg["data"]["val_fraction"] = value
     with pytest.raises(ConfigError, match=r"^data\.val_fraction="):
         validate_config(cfg)
 
 
 def test_bad_val_seed_names_the_key(tmp_path):
-    cfg = _config(tmp_path, "optimizer=adam", "data.val_seed=-1")
+    cfg = digits_config(tmp_path, "optimizer=adam", "data.val_seed=-1")
     with pytest.raises(ConfigError, match=r"^data\.val_seed=-1"):
         validate_config(cfg)
 
 
 def test_hold_out_that_leaves_too_little_is_refused(tmp_path):
-    cfg = _config(tmp_path, "optimizer=adam", "batch_size=128", "data.val_fraction=0.5")
+    cfg = digits_config(tmp_path, "optimizer=adam", "batch_size=128", "data.val_fraction=0.5")
     validate_against_data(cfg, 300)  # 150 left: one batch fits
     with pytest.raises(ConfigError, match=r"^data\.val_fraction=0\.5 .*fewer than one batch"):
         validate_against_data(cfg, 200)
@@ -87,9 +87,9 @@ def test_hold_out_that_leaves_too_little_is_refused(tmp_path):
 
 
 def test_run_records_validation_columns_and_the_split(tmp_path):
-    run_training(_config(tmp_path, "optimizer=sgd", "epochs=2", "model.hidden=[8]",
+    run_training(digits_config(tmp_path, "optimizer=sgd", "epochs=2", "model.hidden=[8]",
                          "data.val_fraction=0.25", "data.val_seed=5"), tmp_path / "val")
-    rows = _rows(tmp_path / "val")
+    rows = read_rows(tmp_path / "val", wall=True)
     assert all(float(r["val_metric"]) >= 0 and float(r["val_loss"]) > 0 for r in rows)
     summary = json.loads((tmp_path / "val" / "summary.json").read_text())
     assert summary["split"] == {"dataset_split": 0, "val_fraction": 0.25, "val_seed": 5,
@@ -99,9 +99,9 @@ def test_run_records_validation_columns_and_the_split(tmp_path):
     assert summary["best_val_metric"] == max(float(r["val_metric"]) for r in rows)
     assert summary["best_val_epoch"] in (1, 2)
 
-    run_training(_config(tmp_path, "optimizer=sgd", "epochs=1", "model.hidden=[8]"),
+    run_training(digits_config(tmp_path, "optimizer=sgd", "epochs=1", "model.hidden=[8]"),
                  tmp_path / "none")
-    rows = _rows(tmp_path / "none")
+    rows = read_rows(tmp_path / "none", wall=True)
     assert rows[0]["val_loss"] == rows[0]["val_metric"] == ""
     summary = json.loads((tmp_path / "none" / "summary.json").read_text())
     assert summary["final"]["val_metric"] is None and summary["best_val_metric"] is None
