@@ -104,3 +104,79 @@ def test_significance_table_on_fixture_runs(tmp_path):
     low, high = (float(v) for v in best[3].strip("[]").split(", "))
     assert low < 98.58 < high and high - low == pytest.approx(2 * 2.776445 * 0.083666 / 5**0.5,
                                                               abs=0.01)
+    # Holm over the table's one testable comparison leaves p as it is; the verdict column
+    assert lines[(mnist, "adam")][5] == lines[(mnist, "adam")][4].split("(")[1].rstrip(")")
+    assert lines[(mnist, "adam")][6] == "worse"
+    assert lines[(boston, "sgd")][6] == "too few runs" and lines[(mnist, "sgd")][6] == "best mean"
+    assert "1 comparisons" in table.header[7]
+    # with a margin of 1 point: 0.5 apart, significantly different and within the margin
+    near = significance_table(groups, rows, {"mnist": 1.0})
+    verdicts = {(r[0].text, r[1].text): r[8].text for r in near.rows}
+    assert verdicts[(mnist, "adam")].startswith("worse (margin 1, TOST p")  # worse comes first
+
+
+# --- Holm's correction and the equivalence test (TOST) ------------------------------------------
+
+
+def test_holm_adjusts_a_family_step_down_and_keeps_nan():
+    from samt.report.stats import holm
+
+    adjusted = holm([0.01, 0.04, math.nan, 0.03, 0.5])
+    # sorted: 0.01*4, 0.03*3, 0.04*2 (raised to the running max 0.09), 0.5*1 (max 0.5)
+    assert adjusted[0] == pytest.approx(0.04)
+    assert adjusted[3] == pytest.approx(0.09)
+    assert adjusted[1] == pytest.approx(0.09)
+    assert adjusted[4] == pytest.approx(0.5)
+    assert math.isnan(adjusted[2])
+    assert holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == []
+
+
+def test_tost_matches_two_one_sided_welch_tests_from_scipy():
+    from scipy import stats as st
+
+    from samt.report.stats import tost
+
+    a, b = [10.1, 10.3, 9.9, 10.2, 10.0], [10.0, 10.2, 10.1, 9.8, 10.05]
+    margin = 0.4
+    low = st.ttest_ind(a, [v - margin for v in b], equal_var=False, alternative="greater")
+    high = st.ttest_ind(a, [v + margin for v in b], equal_var=False, alternative="less")
+    assert tost(a, b, margin) == pytest.approx(max(low.pvalue, high.pvalue))
+    assert tost(a, b, margin) < 0.05           # within 0.4 of each other: equivalent
+    assert tost(a, [v + 1 for v in b], margin) > 0.5   # 1 apart: not within 0.4
+    assert tost([1.0, 1.0], [1.2, 1.2], 0.3) == 0.0     # no spread, within the margin
+    assert tost([1.0, 1.0], [1.5, 1.5], 0.3) == 1.0
+    assert math.isnan(tost([1.0], [1.0, 2.0], 0.3))
+    assert math.isnan(tost(a, b, 0.0))
+
+
+def test_an_equivalence_margin_makes_a_close_pair_equivalent(tmp_path):
+    from test_report import ADAM, SGD, write_run
+
+    from samt.report.aggregate import build_groups, rows_and_columns
+    from samt.report.collect import load_runs
+    from samt.report.significance import significance_table
+
+    sgd = [98.50, 98.62, 98.55, 98.60, 98.48]
+    adam = [98.52, 98.58, 98.50, 98.61, 98.49]
+    for seed, (a, b) in enumerate(zip(sgd, adam, strict=True)):
+        write_run(tmp_path / f"sgd{seed}", dataset="mnist", optimizer=SGD, seed=seed, test=[a])
+        write_run(tmp_path / f"adam{seed}", dataset="mnist", optimizer=ADAM, seed=seed, test=[b])
+    groups = build_groups(load_runs([tmp_path])[0])
+    rows, _ = rows_and_columns(groups)
+    plain = significance_table(groups, rows)
+    assert [r[8].text for r in plain.rows if r[1].text == "adam"] == ["inconclusive"]
+    within = significance_table(groups, rows, {"mnist": 0.2})
+    (verdict,) = [r[8].text for r in within.rows if r[1].text == "adam"]
+    assert verdict.startswith("equivalent (margin 0.2, TOST p")
+
+
+def test_decide_reads_holm_first_then_tost():
+    from samt.report.stats import decide
+
+    assert decide(2.0, 0.01, math.nan, higher_is_better=True) == "better"
+    assert decide(2.0, 0.01, math.nan, higher_is_better=False) == "worse"
+    assert decide(-1.0, 0.2, 0.01, higher_is_better=True) == "equivalent"
+    assert decide(-1.0, 0.2, 0.2, higher_is_better=True) == "inconclusive"
+    assert decide(-1.0, 0.2, math.nan, higher_is_better=True) == "inconclusive"
+    assert decide(math.nan, math.nan, math.nan, higher_is_better=True) == "too few runs"

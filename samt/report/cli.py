@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "default per workload: the median over its optimizers of their "
                              "mean best validation metric; a bare VALUE applies to every "
                              "dataset not named")
+    parser.add_argument("--margin", action="append", default=[], metavar="[DATASET=]VALUE",
+                        help="equivalence margin of the significance table, in the metric's "
+                             "units, repeatable (e.g. mnist=0.1 fashion_mnist=0.3): a difference "
+                             "to the row's best shown within it by the two one-sided tests is "
+                             "'equivalent'; state it before looking at the results. Default: "
+                             "none (verdicts 'better', 'worse' or 'inconclusive')")
     parser.add_argument("--columns", choices=("global", "per-row"), default="global",
                         help="split optimizer columns by knobs that differ anywhere (global) or "
                              "only within a row (per-row: step sizes tuned per dataset share "
@@ -134,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         targets = parse_targets(args.target)
         given_val = parse_targets(args.val_target, defaults={}, option="--val-target")
+        given_margins = parse_targets(args.margin, defaults={}, option="--margin")
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.out is None:
@@ -165,7 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = [val_target_table(val_costs)] if not val_costs.empty else []
     else:
         tables = build_tables(agg, ttt, rows, columns)
-        significance = significance_table(groups, rows)
+        margins = per_dataset(given_margins, groups)
+        bad = {k: v for k, v in margins.items() if not v > 0}
+        if bad:
+            parser.error(f"--margin {', '.join(f'{k}={v:g}' for k, v in bad.items())}: a "
+                         "margin must be a positive number in the metric's units")
+        significance = significance_table(groups, rows, margins)
         if significance is not None:
             tables.append(significance)
         if not val_costs.empty:

@@ -2,7 +2,9 @@
 
 The protocol (docs/report.md): a table shows mean +- std and the 95 % confidence interval of the
 mean (Student's t with n-1 degrees of freedom); a claim that one optimizer is better than another
-names Welch's two-sided t-test (unequal variances) and its p-value and needs p < ``ALPHA``.
+names Welch's two-sided t-test (unequal variances) and its p-value and needs p < ``ALPHA`` after
+Holm's correction within its family; "equivalent" needs the two one-sided tests (TOST) with a
+margin stated in advance; otherwise the verdict is "inconclusive".
 """
 
 from __future__ import annotations
@@ -83,6 +85,52 @@ def verdict(a: Sequence[float], b: Sequence[float], higher_is_better: bool,
         return "no significant difference", test.p
     a_higher = test.t > 0
     return ("better" if a_higher == higher_is_better else "worse"), test.p
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (the family: every finite one; NaN
+    stays NaN). ``adjusted[i] < alpha`` controls the family-wise error rate at ``alpha``."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
+    m = len(finite)
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def tost(a: Sequence[float], b: Sequence[float], margin: float) -> float:
+    """p of the two one-sided Welch tests (TOST) that ``|mean(a) - mean(b)| < margin``: the
+    larger of the two one-sided p-values; NaN when either side has < 2 values. Two samples
+    without any spread are equivalent (p = 0) when their means differ by less than ``margin``."""
+    x = np.array([v for v in a if math.isfinite(v)], dtype=float)
+    y = np.array([v for v in b if math.isfinite(v)], dtype=float)
+    if x.size < 2 or y.size < 2 or not margin > 0:
+        return math.nan
+    diff = float(x.mean() - y.mean())
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    if vx + vy == 0:
+        return 0.0 if abs(diff) < margin else 1.0
+    se = math.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    p_above_lower = float(_st.t.sf((diff + margin) / se, df))   # H0: diff <= -margin
+    p_below_upper = float(_st.t.cdf((diff - margin) / se, df))  # H0: diff >= +margin
+    return max(p_above_lower, p_below_upper)
+
+
+def decide(t: float, p_holm: float, p_tost_holm: float, higher_is_better: bool,
+           alpha: float = ALPHA) -> str:
+    """The verdict of one comparison in a family: ``better``/``worse`` when Welch's p after
+    Holm's adjustment is below ``alpha`` (the sign of ``t`` says which), ``equivalent`` when the
+    adjusted TOST p is, else ``inconclusive`` (``too few runs`` without a test)."""
+    if not math.isfinite(p_holm):
+        return "too few runs"
+    if p_holm < alpha:
+        return "better" if (t > 0) == higher_is_better else "worse"
+    if math.isfinite(p_tost_holm) and p_tost_holm < alpha:
+        return "equivalent"
+    return "inconclusive"
 
 
 def format_p(p: float) -> str:
