@@ -100,7 +100,8 @@ CASES = [
     Case("eval-batch-negative", ["eval_batch_size=-1"], ["eval_batch_size=-1"]),
     Case("seed-negative", ["seed=-1"], ["seed=-1", ">= 0"]),
     Case("max-skips-zero", ["max_consecutive_skips=0"], ["max_consecutive_skips=0"]),
-    Case("progress-text", ["progress=maybe"], ["progress='maybe'", "true or false"]),
+    Case("progress-text", ["progress=maybe"], ["progress='maybe'", "auto, true, false"]),
+    Case("download-text", ["data.download=maybe"], ["data.download='maybe'", "true or false"]),
     Case("resume-text", ["resume=sometimes"], ["resume='sometimes'", "auto, true, false"]),
     # --- baselines -----------------------------------------------------------------------------
     Case("sgd-lr-zero", ["optimizer=sgd", "optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
