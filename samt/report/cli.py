@@ -23,7 +23,8 @@ from samt.report.aggregate import (
     val_targets,
 )
 from samt.report.collect import NoRunsError, load_runs
-from samt.report.plots import palette, plot_all, plot_performance_profiles
+from samt.report.plots import palette, plot_all, plot_performance_profiles, unique_slugs
+from samt.report.sensitivity import plot_tuneability
 from samt.report.significance import significance_table
 from samt.report.tables import (
     FORMATS,
@@ -201,8 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not val_costs.empty:
             val_costs.to_csv(out / "val_time_to_target_long.csv", index=False)
             written.append(out / "val_time_to_target_long.csv")
-    plots = [] if args.profiles_only else plot_all(groups, lr_sweeps(groups), columns,
-                                                   out / "plots")
+    sweeps = lr_sweeps(groups)
+    plots = [] if args.profiles_only else plot_all(groups, sweeps, columns, out / "plots")
+    if not args.profiles_only:
+        rows_named = unique_slugs(list(dict.fromkeys(g.row for g in groups)))
+        plots += plot_tuneability(sweeps, palette(columns), out / "plots", rows_named)
     plots += plot_performance_profiles(profiled, palette(columns), out / "plots")
     if "md" in args.formats:
         written.append(write_index(tables, plots, out))

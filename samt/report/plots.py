@@ -54,7 +54,7 @@ def unique_slugs(rows: list[str]) -> dict[str, str]:
     return out
 
 
-def _save(fig: Figure, path: Path) -> list[Path]:
+def save_figure(fig: Figure, path: Path) -> list[Path]:
     """``path`` + ``.png`` and ``.pdf`` (appended: a row name such as ``dropout=0.2`` holds a
     dot that ``with_suffix`` would cut at)."""
     paths = [path.parent / f"{path.name}{ext}" for ext in (".png", ".pdf")]
@@ -139,7 +139,7 @@ def plot_curves(row: str, groups: list[Group], colors: dict[str, tuple],
             ax.grid(alpha=0.3)
     fig.suptitle(f"{row}: mean ± std over completed seeds")
     _legend(fig, len(curves))
-    return _save(fig, out / f"curves_{name or slug(row)}")
+    return save_figure(fig, out / f"curves_{name or slug(row)}")
 
 
 def plot_samt_steps(row: str, groups: list[Group], colors: dict[str, tuple],
@@ -176,7 +176,7 @@ def plot_samt_steps(row: str, groups: list[Group], colors: dict[str, tuple],
             axes[i][k].grid(alpha=0.3)
     fig.suptitle(f"{row}: SAMT step size and gate per block (mean ± std over seeds)")
     _legend(fig, len(series))
-    return _save(fig, out / f"samt_steps_{name or slug(row)}")
+    return save_figure(fig, out / f"samt_steps_{name or slug(row)}")
 
 
 def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple],
@@ -212,7 +212,7 @@ def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple
     ax.set_title(f"{row}: learning-rate sensitivity")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    return _save(fig, out / f"lr_sensitivity_{name or slug(row)}")
+    return save_figure(fig, out / f"lr_sensitivity_{name or slug(row)}")
 
 
 def profile_taus(costs: dict[str, dict[str, float]], points: int = 400) -> np.ndarray:
@@ -254,7 +254,7 @@ def plot_performance_profiles(costs: pd.DataFrame, colors: dict[str, tuple],
         ax.grid(alpha=0.3, which="both")
     fig.suptitle("Performance profiles (Dolan-More) over workloads (dataset / model rows)")
     _legend(fig, costs["column"].nunique())
-    return _save(fig, out / "performance_profile")
+    return save_figure(fig, out / "performance_profile")
 
 
 def plot_all(groups: list[Group], sweeps: list[LRSweep], columns: list[str],
