@@ -72,6 +72,15 @@ def test_performance_profile_counts_workloads_within_a_factor_of_the_best():
 # --- the significance table on fixture run folders ----------------------------------------------
 
 
+def _sgd_and_adam_on_mnist(folder, sgd: list[float], adam: list[float]) -> None:
+    """Run folders of SGD and Adam on MNIST, one per seed, with these final test metrics."""
+    from test_report import ADAM, SGD, write_run
+
+    for seed, (a, b) in enumerate(zip(sgd, adam, strict=True)):
+        write_run(folder / f"sgd{seed}", dataset="mnist", optimizer=SGD, seed=seed, test=[a])
+        write_run(folder / f"adam{seed}", dataset="mnist", optimizer=ADAM, seed=seed, test=[b])
+
+
 def test_significance_table_on_fixture_runs(tmp_path):
     from test_report import ADAM, SGD, write_run
 
@@ -79,11 +88,8 @@ def test_significance_table_on_fixture_runs(tmp_path):
     from samt.report.collect import load_runs
     from samt.report.significance import significance_table
 
-    sgd = [98.5, 98.6, 98.7, 98.6, 98.5]
-    adam = [98.0, 98.1, 98.0, 98.2, 98.1]
-    for seed, (a, b) in enumerate(zip(sgd, adam, strict=True)):
-        write_run(tmp_path / f"sgd{seed}", dataset="mnist", optimizer=SGD, seed=seed, test=[a])
-        write_run(tmp_path / f"adam{seed}", dataset="mnist", optimizer=ADAM, seed=seed, test=[b])
+    _sgd_and_adam_on_mnist(tmp_path, [98.5, 98.6, 98.7, 98.6, 98.5],
+                           [98.0, 98.1, 98.0, 98.2, 98.1])
     # On a regression row lower is better; one seed each: too few runs for a test.
     write_run(tmp_path / "u_sgd", dataset="uci_boston", optimizer=SGD, seed=0, test=[3.0])
     write_run(tmp_path / "u_adam", dataset="uci_boston", optimizer=ADAM, seed=0, test=[2.5])
@@ -151,17 +157,12 @@ def test_tost_matches_two_one_sided_welch_tests_from_scipy():
 
 
 def test_an_equivalence_margin_makes_a_close_pair_equivalent(tmp_path):
-    from test_report import ADAM, SGD, write_run
-
     from samt.report.aggregate import build_groups, rows_and_columns
     from samt.report.collect import load_runs
     from samt.report.significance import significance_table
 
-    sgd = [98.50, 98.62, 98.55, 98.60, 98.48]
-    adam = [98.52, 98.58, 98.50, 98.61, 98.49]
-    for seed, (a, b) in enumerate(zip(sgd, adam, strict=True)):
-        write_run(tmp_path / f"sgd{seed}", dataset="mnist", optimizer=SGD, seed=seed, test=[a])
-        write_run(tmp_path / f"adam{seed}", dataset="mnist", optimizer=ADAM, seed=seed, test=[b])
+    _sgd_and_adam_on_mnist(tmp_path, [98.50, 98.62, 98.55, 98.60, 98.48],
+                           [98.52, 98.58, 98.50, 98.61, 98.49])
     groups = build_groups(load_runs([tmp_path])[0])
     rows, _ = rows_and_columns(groups)
     plain = significance_table(groups, rows)
