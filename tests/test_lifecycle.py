@@ -486,8 +486,10 @@ def test_report_names_rmse_for_regression(tmp_path):
 
 
 def test_a_sweep_reports_counts_failures_folder_and_the_report_command(tmp_path, capsys):
+    """A job that fails once it runs (its batch is larger than the data it loads: a bad value
+    in the config alone stops the sweep before any job, tests/test_sweep_checks.py)."""
     sweep = tmp_path / "sweep"
-    code = run_cli(["-m", *digits_args(tmp_path, "optimizer.lr=0.01,-1,0.02"),
+    code = run_cli(["-m", *digits_args(tmp_path, "batch_size=64,100000,32"),
                     f"hydra.sweep.dir={sweep}"])
     assert code == 1
     err = capsys.readouterr().err
@@ -497,7 +499,7 @@ def test_a_sweep_reports_counts_failures_folder_and_the_report_command(tmp_path,
                                "wall time ")
     assert lines[1] == "  1 sweep job(s) failed:"
     assert lines[2].startswith(f"    {sweep / '1_digits_mlp_adam_s0'}: ConfigError: "
-                               "optimizer.lr=-1 is invalid")
+                               "batch_size=100000 is invalid")
     assert lines[3:5] == [f"  sweep folder: {sweep}", f"  next: samt-report {sweep}"]
 
 

@@ -303,16 +303,18 @@ def test_one_process_per_run_folder(tmp_path):
 
 @pytest.mark.slow  # a real joblib sweep of three processes (make test-slow, CI stage 2)
 def test_sweep_with_a_failing_job_runs_the_others_and_exits_non_zero(tmp_path, capsys):
+    """Job 1 fails once it runs (a batch larger than the data); a value the config check
+    refuses stops the sweep before any job instead (tests/test_sweep_checks.py)."""
     args = ["-m", "dataset=digits", "optimizer=adam", "model.hidden=[8]", "epochs=1",
-            "optimizer.lr=0.01,-1,0.02", "device=cpu", "progress=false",
+            "batch_size=64,100000,32", "device=cpu", "progress=false",
             f"data.root={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     done = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
-    assert "1 sweep job(s) failed" in done.stderr and "optimizer.lr=-1" in done.stderr
+    assert "1 sweep job(s) failed" in done.stderr and "batch_size=100000" in done.stderr
     jobs = sorted((tmp_path / "sweep").glob("*_digits_*"))
     statuses = [read_summary(j)["status"] for j in jobs]
     assert statuses == ["completed", "failed", "completed"]
-    assert "optimizer.lr=-1" in read_summary(jobs[1])["error"]
+    assert "batch_size=100000" in read_summary(jobs[1])["error"]
     # The same sweep again: finished jobs are skipped, the failing one fails again.
     mtimes = [(j / "metrics.csv").stat().st_mtime_ns for j in (jobs[0], jobs[2])]
     assert _cli(args) == 1
