@@ -147,6 +147,9 @@ class TuningConfig:
     # a run before the grid whose folder the overrides name as {source}: {dataset, optimizer,
     # seed, overrides} (conf/experiment/transfer.yaml)
     source: Any = option(None, optional=True)
+    # dataset -> equivalence margin of the report (samt-report --margin), in the metric's units:
+    # a difference within it may read "equivalent" (TOST); stated before the final runs
+    margins: Any = option(None, optional=True)
 
 
 @dataclass
@@ -215,6 +218,29 @@ class VggModel:
 
 
 @dataclass
+class ResnetModel:
+    """``model=resnet``: ``samt.models.resnet``, the CIFAR ResNet of He et al. (2016)."""
+
+    name: str = option("resnet")
+    # 6n + 2 layers: 20, 32, 44, 56, 110 (n BasicBlocks per stage, three stages)
+    depth: int = option(20, low=8, optional=True)
+    # channels of the first stage (16 in the paper); the next stages double it
+    width: int = option(16, low=1, optional=True)
+    # batch (BatchNorm after every conv; the convs then have no bias) | none
+    norm: str = option("batch", choices=NORMS, optional=True)
+
+
+@dataclass
+class Resnet18Model:
+    """``model=resnet18``: ``samt.models.resnet18``, ResNet-18 for CIFAR-sized images."""
+
+    name: str = option("resnet18")
+    # channels of the first of the four stages (64 in the usual CIFAR variant); then doubled
+    width: int = option(64, low=1, optional=True)
+    norm: str = option("batch", choices=NORMS, optional=True)
+
+
+@dataclass
 class DeviceConfig:
     """``device``: where the run computes."""
 
@@ -225,7 +251,8 @@ class DeviceConfig:
 
 # model.name -> its schema (the builder: samt.models.MODELS)
 MODEL_SCHEMAS: dict[str, type] = {"mlp": MlpModel, "cnn": CnnModel,
-                                  "regression_mlp": RegressionMlpModel, "vgg": VggModel}
+                                  "regression_mlp": RegressionMlpModel, "vgg": VggModel,
+                                  "resnet": ResnetModel, "resnet18": Resnet18Model}
 # The config groups (conf/<group>/) and their schemas: a dict is chosen by the group's `name`;
 # None: the optimizer group, checked by samt.validation's optimizer part.
 GROUPS: dict[str, type | dict[str, type] | None] = {

@@ -51,6 +51,9 @@ def _tuning(**changes) -> dict:
     (_tuning(optimizers={"sgd": {"key": "lr", "grids": [0.1]}}),
      "tuning.optimizers.sgd: unknown key 'grids' (did you mean 'grid'?)"),
     (_tuning(optimizers={"sgd": {"grid": [0.1]}}), "tuning.optimizers.sgd.key is missing"),
+    (_tuning(margins={"mnist": 0.1}), "tuning.margins: expected a mapping from datasets of the "
+                                      "table to positive numbers"),
+    (_tuning(margins={"digits": 0}), "tuning.margins: expected a mapping"),
 ])
 def test_the_tuning_block_is_checked_against_its_schema(tuning, says):
     with pytest.raises(SystemExit) as exc:
@@ -60,6 +63,7 @@ def test_the_tuning_block_is_checked_against_its_schema(tuning, says):
 
 def test_the_schema_default_of_max_extensions_is_the_protocols():
     reproduce.check_tuning_keys("x", _tuning())  # a valid block passes
+    reproduce.check_tuning_keys("x", _tuning(margins={"digits": 0.5}))
     assert reproduce.MAX_EXTENSIONS == 3
 
 

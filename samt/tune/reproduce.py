@@ -186,6 +186,12 @@ def check_tuning_keys(experiment: str, tuning: dict) -> None:
         if name in ("grid_seed", "max_extensions") and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise SystemExit(f"{where}.{name}: expected an integer >= 0, got {value!r}")
+    margins = tuning.get("margins")
+    if margins is not None and not (isinstance(margins, dict) and all(
+            k in tuning["datasets"] and isinstance(v, int | float) and not isinstance(v, bool)
+            and v > 0 for k, v in margins.items())):
+        raise SystemExit(f"{where}.margins: expected a mapping from datasets of the table to "
+                         f"positive numbers (the metric's units), got {margins!r}")
     optimizers = tuning["optimizers"]
     if not isinstance(optimizers, dict) or not optimizers:
         raise SystemExit(f"{where}.optimizers: expected a mapping name -> {{key, grid, ...}}")
@@ -659,8 +665,9 @@ def reproduce(argv: list[str] | None = None) -> None:
               + launcher_config(stages, finals[0]))
         return
 
+    margins = [f"--margin={d}={m:g}" for d, m in (protocol.get("margins") or {}).items()]
     subprocess.run([sys.executable, "-m", "samt.report.cli", str(runs / "final"), "--out",
-                    str(out), "--columns", "per-row"], check=True)
+                    str(out), "--columns", "per-row", *margins], check=True)
     command = " ".join(["samt-reproduce", *(shlex.quote(a) for a in (args.experiment,
                                                                         *args.overrides))])
     splits = protocol.get("splits")
