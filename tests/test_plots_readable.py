@@ -58,7 +58,7 @@ def test_report_curves_draw_validation_dashed(tmp_path: Path, monkeypatch):
     runs, _ = load_runs([tmp_path])
     groups = build_groups(runs)
     caught: list = []
-    monkeypatch.setattr(report_plots, "_save", lambda fig, path: caught.append(fig) or [])
+    monkeypatch.setattr(report_plots, "save_figure", lambda fig, path: caught.append(fig) or [])
     report_plots.plot_curves(groups[0].row, groups, report_plots.palette(["sgd"]), tmp_path)
     ax = caught[0].axes[0]
     assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--"]
