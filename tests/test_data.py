@@ -438,3 +438,15 @@ def test_real_protein_has_five_splits():
     load_dataset("uci_protein", data_root, split=4)
     with pytest.raises(InvalidSplitError, match=r"0\.\.4"):
         load_dataset("uci_protein", data_root, split=5)
+
+
+def test_a_uci_token_with_digit_grouping_is_not_a_number(tmp_path):
+    """Python's float() reads "1_000" as 1000; a data file's token like that is corrupt."""
+    from samt.data.uci import read_table
+
+    path = tmp_path / "data.txt"
+    path.write_text("1.5 2 3e2\n4 1_000 6\n")
+    with pytest.raises(CorruptDataError, match=r"line 2: non-numeric value '1_000'"):
+        read_table(path)
+    path.write_text("1.5 2 3e2\n4 -1000 6\n")
+    assert read_table(path)[1, 1] == -1000.0

@@ -60,7 +60,7 @@ def read_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if not tokens:
                 continue
             try:
-                values = [float(token) for token in tokens]
+                values = [_number(token) for token in tokens]
             except ValueError:
                 bad = next(t for t in tokens if not _is_float(t))
                 raise CorruptDataError(
@@ -178,9 +178,17 @@ def load_uci_dataset(folder: Path, split: int, *, name: str) -> DatasetSplits:
     )
 
 
+def _number(token: str) -> float:
+    """``float(token)`` without Python's extras: ``1_000`` (digit grouping) is not a number of
+    a data file (ValueError)."""
+    if "_" in token:
+        raise ValueError(token)
+    return float(token)
+
+
 def _is_float(token: str) -> bool:
     try:
-        float(token)
+        _number(token)
     except ValueError:
         return False
     return True
