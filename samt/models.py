@@ -1,8 +1,8 @@
-"""Models: plain ``nn.Sequential`` networks whose parametrized layers SAMT splits into blocks.
+"""Models: ``nn.Sequential`` networks (MLP, CNN, VGG) and CIFAR ResNets (``samt.resnets``).
 
-Every model here is an ``nn.Sequential`` of Linear/Conv2d layers followed by parameter-free
-modules (activations, pooling, flatten) and optional normalization layers. That is the structure
-``samt.optim.SAMT`` needs (see ``samt.optim.blocks``).
+The ``nn.Sequential`` models (Linear/Conv2d layers followed by parameter-free modules and
+optional normalization layers) take SAMT's sequential fast path (``samt.optim.blocks``); the
+ResNets, whose residual sums are no chain, its graph engine (``samt.optim.passes``).
 
 torch is imported when a model is built, not with this module: the CLI checks ``model.*`` keys
 against their schema (``samt.schema.MODEL_SCHEMAS``, which also holds the builders' defaults and
@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from samt.schema import ACTIVATIONS, NORMS, CnnModel, MlpModel, VggModel
+from samt.schema import (
+    ACTIVATIONS,
+    NORMS,
+    CnnModel,
+    MlpModel,
+    Resnet18Model,
+    ResnetModel,
+    VggModel,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,6 +33,7 @@ class ModelConfigError(ValueError):
 
 
 _MLP, _CNN, _VGG = MlpModel(), CnnModel(), VggModel()  # the schema's defaults
+_RESNET, _RESNET18 = ResnetModel(), Resnet18Model()
 
 
 def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int],
@@ -117,6 +126,43 @@ def vgg(input_shape: Sequence[int], num_outputs: int,
     return nn.Sequential(*layers)
 
 
+def resnet(input_shape: Sequence[int], num_outputs: int, depth: int = _RESNET.depth,
+           width: int = _RESNET.width, norm: str = _RESNET.norm) -> nn.Module:
+    """The CIFAR ResNet of He et al. (2016): a 3x3 conv stem, three stages of ``(depth - 2) / 6``
+    BasicBlocks with ``width``, ``2 width``, ``4 width`` channels (the last two start at
+    stride 2), a global average pool and a Linear head. Not an ``nn.Sequential``: SAMT splits
+    it through its graph engine (``samt.resnets``)."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ModelConfigError(f"model.depth={depth!r} is invalid: a ResNet for CIFAR has "
+                               "6n + 2 layers (20, 32, 44, 56, 110)")
+    n = (depth - 2) // 6
+    return _cifar_resnet("resnet", input_shape, num_outputs, [width, 2 * width, 4 * width],
+                         [n, n, n], norm)
+
+
+def resnet18(input_shape: Sequence[int], num_outputs: int, width: int = _RESNET18.width,
+             norm: str = _RESNET18.norm) -> nn.Module:
+    """ResNet-18 for CIFAR-sized images: a 3x3 stem without max-pool, four stages of two
+    BasicBlocks (``width`` to ``8 width`` channels), a global average pool and a Linear head."""
+    return _cifar_resnet("resnet18", input_shape, num_outputs,
+                         [width, 2 * width, 4 * width, 8 * width], [2, 2, 2, 2], norm)
+
+
+def _cifar_resnet(name: str, input_shape: Sequence[int], num_outputs: int,
+                  widths: list[int], counts: list[int], norm: str) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ModelConfigError(
+            f"model={name} needs image inputs (C, H, W); this dataset gives input shape "
+            f"{tuple(input_shape)}. Use model=mlp or model=regression_mlp for tabular data.")
+    if norm not in NORMS:
+        raise ModelConfigError(f"model.norm={norm!r} is invalid: allowed: {', '.join(NORMS)}")
+    if widths[0] < 1:
+        raise ModelConfigError(f"model.width={widths[0]!r} is invalid: at least 1 channel")
+    from samt.resnets import CifarResNet
+
+    return CifarResNet(int(input_shape[0]), num_outputs, widths, counts, norm == "batch")
+
+
 def _norm(kind: str, dims: int, features: int) -> list[nn.Module]:
     """No layer (``none``) or a BatchNorm over ``features`` channels (``batch``)."""
     if kind not in NORMS:
@@ -146,10 +192,11 @@ def _activation(name: str) -> type[nn.Module]:
     return getattr(nn, ACTIVATIONS[name])
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "regression_mlp": mlp, "vgg": vgg}
+MODELS = {"mlp": mlp, "cnn": cnn, "regression_mlp": mlp, "vgg": vgg, "resnet": resnet,
+          "resnet18": resnet18}
 
 
-def build_model(name: str, input_shape: Sequence[int], num_outputs: int, **kwargs) -> nn.Sequential:
+def build_model(name: str, input_shape: Sequence[int], num_outputs: int, **kwargs) -> nn.Module:
     """Build model ``name`` (a key of ``MODELS``) for the given input shape and output count."""
     if name not in MODELS:
         raise ModelConfigError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
