@@ -42,6 +42,7 @@ from samt.run_folder import (
     METRICS,
     STATUS_DIVERGED,
     STATUS_FAILED,
+    STATUS_REACHED_TARGET,
     SUMMARY,
     FolderState,
     RunFolderError,
@@ -309,6 +310,18 @@ def _metric_text(summary: dict) -> str:
             f"(epoch {summary.get('best_epoch')})")
 
 
+def _target_text(summary: dict) -> str:
+    """``val accuracy 91.3 >= 90 after epoch 3: 0.52 s of training, 66 parameter updates``."""
+    hit = summary.get("reached_target") or {}
+    value, seconds = hit.get("val_metric"), hit.get("wall_time_s")
+    if not isinstance(value, int | float) or not isinstance(seconds, int | float):
+        return "stopped at stop_at_target"
+    sign = ">=" if summary.get("higher_is_better", True) else "<="
+    return (f"val {summary.get('metric') or 'metric'} {value:.4g} {sign} "
+            f"{summary.get('stop_at_target')} after epoch {hit.get('epoch')}: {seconds:.2f} s "
+            f"of training, {hit.get('param_updates')} parameter updates")
+
+
 def report_run(summary: dict, run_dir: Path, elapsed: float, *, done_before: bool = False,
                log: Path | None = None) -> str:
     """The block printed when a run ends: status (with the error, one line), test metric
@@ -319,6 +332,8 @@ def report_run(summary: dict, run_dir: Path, elapsed: float, *, done_before: boo
         head = f"run already finished ({status}): nothing to do"
     elif status in (STATUS_DIVERGED, STATUS_FAILED):
         head = f"run {status}: {(str(summary.get('error') or '').splitlines() or [''])[0]}"
+    elif status == STATUS_REACHED_TARGET:
+        head = f"run {status}: {_target_text(summary)}"
     else:
         head = f"run {status}"
     training = summary.get("wall_time_s")

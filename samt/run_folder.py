@@ -19,7 +19,11 @@ from pathlib import Path
 # summary.json's ``status`` (docs/outputs.md)
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = "running", "completed", "failed"
 STATUS_DIVERGED, STATUS_INTERRUPTED = "diverged", "interrupted"
-FINAL_STATUSES = (STATUS_COMPLETED, STATUS_DIVERGED)  # a run that ended: nothing left to do
+STATUS_REACHED_TARGET = "reached_target"  # stopped early: its validation metric hit stop_at_target
+# A run that ended as asked (all its epochs, or its target reached): its results count
+# (samt-report's means, samt-reproduce's choices).
+COMPLETED_STATUSES = (STATUS_COMPLETED, STATUS_REACHED_TARGET)
+FINAL_STATUSES = (*COMPLETED_STATUSES, STATUS_DIVERGED)  # a run that ended: nothing left to do
 # Optimizer keys that say how the optimizer is built, not what it computes. Run folders written
 # before optimizers were built by ``_target_`` lack them: such a run still resumes, counts as
 # finished and groups with newer runs of the same optimizer (label and options).

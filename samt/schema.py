@@ -24,7 +24,8 @@ also null; ``Any`` unchecked. A field without ``optional=True`` must be present 
 
 Rules that involve more than one key or the outside world live in ``samt.validation``:
 ``model.name`` chooses the model's schema, ``data.root`` must not be a file, ``batch_size`` and
-``data.val_fraction`` must fit the loaded training set, ``device=cuda`` and
+``data.val_fraction`` must fit the loaded training set, ``stop_at_target`` needs a validation
+split (and, for accuracy, at most 100), ``device=cuda`` and
 ``logger=tensorboard`` need what they name on this machine; ``dataset.name`` must be in the
 dataset registry. The optimizer group has its own checks there too.
 
@@ -122,6 +123,11 @@ class RunConfig:
     # val_metric (the final validation metric) | best_val_metric | test_metric; without a
     # validation split (data.val_fraction=0) the test metric is returned, with a warning
     optimized_metric: str = option("val_metric", choices=OPTIMIZED_METRICS, optional=True)
+    # stop at target (AlgoPerf): end the run after the first epoch whose validation metric
+    # reaches this value (accuracy in %: >=; RMSE: <=), with status reached_target, recording
+    # the epoch, training seconds and parameter updates it took; needs data.val_fraction > 0;
+    # null: train every epoch (docs/tuning.md)
+    stop_at_target: float | None = option(None, low=0.0, strict=True, optional=True)
     data: DataConfig = field(default_factory=DataConfig)
     # set by experiment presets; read by samt-reproduce (its keys: TuningConfig), ignored by
     # the runner

@@ -6,7 +6,8 @@ group: as ``samt.schema`` describes them; static, no I/O except
 optimizer class that ``optimizer._target_`` names, so most bad values are reported at once);
 ``validate_environment``
 checks what depends on the machine (CUDA);
-``validate_against_data`` checks what needs the loaded dataset (batch size). Every failure is a
+``validate_against_data`` checks what needs the loaded dataset (batch size, an accuracy
+target). Every failure is a
 ``ConfigError`` whose message names the key, the value given and what is allowed.
 """
 
@@ -226,6 +227,15 @@ def _check_data_root(cfg: dict[str, Any]) -> None:
               "(set SAMT_DATA_ROOT or data.root)")
 
 
+def _check_stop_at_target(cfg: dict[str, Any]) -> None:
+    """``stop_at_target`` (its type and range: the schema) is a validation metric's value: it
+    needs a validation split (``data.val_fraction`` > 0)."""
+    target = cfg.get("stop_at_target")
+    if target is not None and not (cfg["data"].get("val_fraction") or 0) > 0:
+        _fail("stop_at_target", target, "needs a validation split, whose metric it is compared "
+              "with: set data.val_fraction > 0 (e.g. 0.1); allowed without one: null")
+
+
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise ``ConfigError`` for the first invalid value in the resolved config ``cfg``."""
     _known_top_keys(cfg)
@@ -236,6 +246,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
     _check_fields(cfg, "", RunConfig)
     _check_sections(cfg)
     _check_data_root(cfg)
+    _check_stop_at_target(cfg)
     _check_optimizer(cfg)
     _validate_registered(cfg)
 
@@ -550,11 +561,17 @@ def _trial_step(cfg: dict[str, Any], cls: Any, device: Any) -> None:
                       f"{options} fail on a test step ({detail})")
 
 
-def validate_against_data(cfg: dict[str, Any], train_size: int) -> None:
+def validate_against_data(cfg: dict[str, Any], train_size: int, task: str | None = None) -> None:
     """Checks that need the loaded dataset (``train_size`` examples before the validation
-    hold-out): the hold-out must keep at least one validation example and one full batch of
-    training examples, and the batch size must fit the training set."""
+    hold-out; its ``task``): the hold-out must keep at least one validation example and one
+    full batch of training examples, the batch size must fit the training set, and a
+    classification set's ``stop_at_target`` (an accuracy in percent) must be at most 100."""
     from samt.holdout import validation_size
+
+    target = cfg.get("stop_at_target")
+    if task == "classification" and target is not None and target > 100:
+        _fail("stop_at_target", target, f"dataset {cfg['dataset']['name']}'s validation metric "
+              "is an accuracy in percent, which never exceeds 100; allowed: a value in (0, 100]")
 
     fraction = (cfg.get("data") or {}).get("val_fraction") or 0.0
     name = cfg["dataset"]["name"]

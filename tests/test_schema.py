@@ -227,7 +227,8 @@ def _bad_values(kind: Any, rules: dict) -> list[tuple[Any, str]]:
     if rules.get("seed"):
         bad += [(-1, ">= 0"), (SEED_MAX + 1, f"0..{SEED_MAX}")]
     if "low" in rules:
-        bad.append((rules["low"] - (1 if kind is int else 0.5), f">= {rules['low']}"))
+        sign = ">" if rules.get("strict") else ">="
+        bad.append((rules["low"] - (1 if kind is int else 0.5), f"{sign} {rules['low']}"))
     if "high" in rules:
         bad.append((rules["high"], f"< {rules['high']}"))
     return bad

@@ -271,8 +271,9 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
 def aggregate(groups: list[Group]) -> pd.DataFrame:
     """Long format: one row per group with run counts and mean/std/n of every metric.
 
-    Only completed runs enter the means; failed, diverged, interrupted and running runs are
-    counted in their own columns (``failed`` = failed + diverged + interrupted).
+    Only completed runs (``completed``, and ``reached_target``: stopped at ``stop_at_target``)
+    enter the means; failed, diverged, interrupted and running runs are counted in their own
+    columns (``failed`` = failed + diverged + interrupted).
     """
     records = []
     for g in groups:

@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from samt.run_folder import COMPLETED_STATUSES
+
 FAILED_STATUSES = ("failed", "diverged", "interrupted")
 REQUIRED_CONFIG_KEYS = ("dataset.name", "model.name", "optimizer.name")
 # summary.json fields the report reads, with the JSON types each may have (null always may).
@@ -36,7 +38,8 @@ class Run:
 
     @property
     def completed(self) -> bool:
-        return self.status == "completed"
+        """Ended as asked: all its epochs, or stopped at its target (``reached_target``)."""
+        return self.status in COMPLETED_STATUSES
 
     @property
     def failed(self) -> bool:

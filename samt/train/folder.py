@@ -34,6 +34,7 @@ from samt.run_folder import (
     METRICS,
     SAMT_META,
     SAMT_STEPS,
+    STATUS_REACHED_TARGET,
     STATUS_RUNNING,
     SUMMARY,
     FolderLock,
@@ -67,7 +68,8 @@ class Summary(dict):
     ``start`` sets what the config alone says, ``describe`` what setting up the data, model and
     device says, ``resumed`` the resumption history, ``record_rows`` the fields that follow from
     the metric rows (``RunFolder.record`` calls it before every write, so the summary always
-    agrees with ``metrics.csv``), ``stop`` the status and error.
+    agrees with ``metrics.csv``), ``stop`` the status and error, ``reach_target`` a stop at
+    ``stop_at_target``.
     """
 
     @classmethod
@@ -81,7 +83,7 @@ class Summary(dict):
                    model=get("model", "name"), optimizer=get("optimizer", "name"),
                    label=get("optimizer", "label") or get("optimizer", "name"),
                    seed=cfg.get("seed"), epochs=cfg.get("epochs"), epochs_completed=0,
-                   error=None)
+                   error=None, stop_at_target=cfg.get("stop_at_target"), reached_target=None)
 
     def describe(self, *, task: str, device: str, num_params: int, train_size: int,
                  test_size: int, val_size: int, split: dict[str, Any]) -> None:
@@ -116,6 +118,13 @@ class Summary(dict):
             best_val_metric=best_val.get("val_metric"), best_val_epoch=best_val.get("epoch"),
             wall_time_s=last["wall_time_s"], iterations=last["iterations"],
             param_updates=last["param_updates"])
+
+    def reach_target(self, row: dict) -> None:
+        """The run stopped at its target (``stop_at_target``) after ``row``'s epoch: what it
+        took (status ``reached_target``)."""
+        self["reached_target"] = {k: row.get(k) for k in ("epoch", "val_metric", "wall_time_s",
+                                                          "param_updates", "iterations")}
+        self.stop(STATUS_REACHED_TARGET)
 
     def stop(self, status: str, error: str | None = None) -> None:
         """How the run ended (or, for ``running``, that it goes on)."""

@@ -118,6 +118,7 @@ class Run:
         self.fresh = True  # False while resuming from a checkpoint (set by execute)
         self.start_epoch = 1
         self.wall_time, self.iterations, self.consecutive_skips = 0.0, 0, 0
+        self.reached: dict | None = None  # the row whose val_metric reached stop_at_target
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -139,7 +140,7 @@ class Run:
             images=ImageFolderOptions(path=cfg["dataset"].get("path"),
                                       cache_dir=cfg["data"].get("cache_dir"),
                                       progress=show_progress(cfg.get("progress", "auto"))))
-        validate_against_data(cfg, int(loaded.x_train.shape[0]))
+        validate_against_data(cfg, int(loaded.x_train.shape[0]), loaded.task)
         val_fraction = float(cfg["data"].get("val_fraction") or 0.0)
         val_seed = int(cfg["data"].get("val_seed") or 0)
         self.data = loaded.hold_out(val_fraction, val_seed)
@@ -340,7 +341,10 @@ class Run:
             if self.iterations and not self.optimizer.param_updates:  # not one applied
                 raise Diverged(f"every one of the {self.iterations} iterations had a non-finite "
                                "loss or gradient: no update was applied")
-            self.summary.stop(STATUS_COMPLETED)
+            if self.reached is not None:
+                self.summary.reach_target(self.reached)
+            else:
+                self.summary.stop(STATUS_COMPLETED)
         except Diverged as exc:
             self.summary.stop(STATUS_DIVERGED, str(exc))
         except BaseException as exc:
@@ -367,8 +371,27 @@ class Run:
         else:
             self.summary.stop(STATUS_FAILED, f"{type(exc).__name__}: {exc}")
 
+    def reaches_target(self, row: dict) -> bool:
+        """Whether ``row``'s validation metric reaches ``stop_at_target`` (accuracy: >=, RMSE:
+        <=); False without a target or a finite ``val_metric``."""
+        target, value = self.cfg.get("stop_at_target"), row.get("val_metric")
+        if target is None or not finite_number(value):
+            return False
+        return value >= target if self.summary.get("higher_is_better", True) else value <= target
+
+    def _stop_at(self, row: dict) -> None:
+        """End the loop after ``row``'s epoch: its validation metric reached the target."""
+        self.reached = row
+        LOG.info("target reached: val %s %.6g %s %s after epoch %d; the run stops",
+                 self.summary.get("metric"), row["val_metric"],
+                 ">=" if self.summary.get("higher_is_better", True) else "<=",
+                 self.cfg["stop_at_target"], row["epoch"])
+
     def _loop(self) -> None:
         epochs = int(self.cfg["epochs"])
+        if self.rows and self.reaches_target(self.rows[-1]):  # resumed after the target epoch
+            self._stop_at(self.rows[-1])
+            return
         per_epoch = -(-self.data.x_train.shape[0] // int(self.cfg["batch_size"]))
         with tqdm(total=epochs * per_epoch, initial=(self.start_epoch - 1) * per_epoch,
                   disable=not show_progress(self.cfg.get("progress", "auto")),
@@ -401,6 +424,9 @@ class Run:
                 LOG.info("%s", epoch_line(last, epochs, self.summary.get("metric")))
                 bar.set_postfix(epoch=epoch, test=f"{last['test_metric']:.3f}",
                                 loss=f"{last['train_loss']:.4f}")
+                if self.reaches_target(last):
+                    self._stop_at(last)
+                    break
 
     # --- records -------------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from samt.cli import CONF_DIR  # imports samt.schema: registers the defaults conf/ builds on
+from samt.run_folder import COMPLETED_STATUSES, FINAL_STATUSES
 from samt.schema import TuningConfig
 
 RUN = [sys.executable, "-c", "from samt.cli import run_main; run_main()"]  # samt-run, here
@@ -355,7 +356,8 @@ def read_summary(folder: Path) -> dict:
 
 
 def completed(folder: Path) -> bool:
-    return read_summary(folder).get("status") == "completed"
+    """Whether ``folder``'s run ended as asked: all its epochs, or its target reached."""
+    return read_summary(folder).get("status") in COMPLETED_STATUSES
 
 
 def shown(folder: Path) -> Path:
@@ -382,8 +384,9 @@ def run_commands(folders: list[Path]) -> list[str]:
 
 
 def finished(folder: Path) -> bool:
-    """Whether ``folder`` holds a finished run (completed or diverged): not launched again."""
-    return read_summary(folder).get("status") in ("completed", "diverged")
+    """Whether ``folder`` holds a finished run (completed, reached_target or diverged): not
+    launched again."""
+    return read_summary(folder).get("status") in FINAL_STATUSES
 
 
 @dataclass
