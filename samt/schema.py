@@ -27,7 +27,9 @@ Rules that involve more than one key or the outside world live in ``samt.validat
 ``data.val_fraction`` must fit the loaded training set, ``stop_at_target`` needs a validation
 split (and, for accuracy, at most 100), ``device=cuda`` and
 ``logger=tensorboard`` need what they name on this machine; ``dataset.name`` must be in the
-dataset registry. The optimizer group has its own checks there too.
+dataset registry, unless the dataset names its loading function by ``_target_`` (its other keys
+are then that function's options, checked against its signature; ``samt.targets``). The
+optimizer group has its own checks there too.
 
 The nodes are plain (untyped) configs, not structured configs: OmegaConf would otherwise refuse
 a wrong type itself while composing (its own message, exit status 1, before samt's one-line
@@ -160,7 +162,10 @@ class TuningConfig:
 
 @dataclass
 class DatasetConfig:
-    """``dataset``: one of the registry's datasets (``samt.data.DATASETS``)."""
+    """``dataset``: one of the registry's datasets (``samt.data.DATASETS``), or a user's:
+    ``_target_`` names a function ``load(root, split, **options)`` and every key but
+    ``name`` and ``split`` is one of its options (``samt.targets.DATASET_KEYS``,
+    docs/datasets.md)."""
 
     name: str = option(expect="expected the name of a dataset (conf/dataset/)")
     # the standard train/test split's index (UCI: 20 splits, protein 5); only the presets of

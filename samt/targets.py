@@ -1,17 +1,20 @@
-"""What ``optimizer._target_`` may name, and the one place where it is imported and bound.
+"""What a config's ``_target_`` may name, and the one place where it is imported and bound:
+``optimizer._target_`` (an optimizer class) and ``dataset._target_`` (a dataset function).
 
 A config's ``_target_`` imports code: the module it names is imported, which runs that module's
 import-time code. So, before anything is imported or called (docs/extending.md):
 
-- only the optimizer group's own ``optimizer._target_`` names code; a ``_target_`` nested in any
-  value (``+optimizer.beta3={_target_: builtins.open, ...}``) is refused (``nested_targets``);
-  nothing is instantiated recursively (the runner binds plain values with ``functools.partial``,
-  not ``hydra.utils.instantiate``);
-- a module of Python's standard library is refused unimported (it holds no optimizer:
-  ``builtins.open``, ``this.X``); a package other than ``KNOWN_PACKAGES`` is named on stderr
-  before it is imported;
-- what is imported must be a class of the allowed kind: a ``torch.optim.Optimizer`` subclass or a
-  class with ``takes_model = True`` (``samt.optim.SAMT``). Only then is it called.
+- only a config group's own ``_target_`` (``optimizer._target_``, ``dataset._target_``) names
+  code; a ``_target_`` nested in any value (``+optimizer.beta3={_target_: builtins.open, ...}``)
+  is refused (``nested_targets``); nothing is instantiated recursively (the runner binds plain
+  values with ``functools.partial``, not ``hydra.utils.instantiate``);
+- a module of Python's standard library is refused unimported (it holds no optimizer or
+  dataset: ``builtins.open``, ``this.X``); a package other than ``KNOWN_PACKAGES`` is named on
+  stderr before it is imported (``import_target``);
+- what is imported must be of the allowed kind before it is called: for an optimizer, a
+  ``torch.optim.Optimizer`` subclass or a class with ``takes_model = True``
+  (``samt.optim.SAMT``); for a dataset, a Python function ``load(root, split, **options)``
+  that accepts the config's options, and what it returns must be a ``samt.data.DatasetSplits``.
 
 Imports no torch at module level (the CLI's static checks use ``TARGET`` and the keys).
 """
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from samt.errors import ConfigError
@@ -39,7 +44,14 @@ SAMT_TARGETS = ("samt.optim.SAMT", "samt.optim.samt.SAMT")
 TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 TARGET_ALLOWED = ("the dotted path of an importable optimizer class, e.g. torch.optim.Adam, "
                   "prodigyopt.Prodigy or samt.optim.SAMT (docs/extending.md)")
-# Packages of the shipped optimizer configs: imported without a note.
+# dataset._target_: the dataset group's keys the runner itself handles (``name`` names the run
+# folder and the report's rows; ``split`` is passed as the function's second argument); every
+# other key is a keyword option of the function.
+DATASET_KEYS = ("_target_", "name", "split")
+DATASET_TARGET_ALLOWED = ("the dotted path of an importable function load(root, split, "
+                          "**options) that returns a samt.data.DatasetSplits, e.g. "
+                          "mypkg.load_my_set (docs/datasets.md)")
+# Packages of the shipped configs: imported without a note.
 KNOWN_PACKAGES = ("torch", "samt", "prodigyopt", "schedulefree")
 _ANNOUNCED: set[str] = set()  # packages named on stderr already (once per process)
 
@@ -104,27 +116,38 @@ def locate(path: str) -> Any:
     raise ModuleNotFoundError(f"no module named {parts[0]!r}")
 
 
-def optimizer_class(target: Any, key: str = "optimizer._target_") -> type:
-    """The class that ``target`` (the value of ``key``) names, imported, not called:
-    ``ConfigError`` (naming the key, the value and what is allowed) for a malformed path, a
-    module of the standard library, a failed import, or anything but an optimizer class."""
+def import_target(target: Any, key: str, allowed: str, holds: str) -> Any:
+    """The object at the dotted path ``target`` (the value of ``key``), imported, not called.
+
+    ``ConfigError`` (naming the key, the value and ``allowed``) for a malformed path, a module of
+    Python's standard library (which holds no ``holds``: refused before it is imported) or a
+    failed import. A package outside ``KNOWN_PACKAGES`` is named on stderr (once per process)
+    before it is imported: its import-time code runs."""
     if not isinstance(target, str) or not TARGET.fullmatch(target):
-        _fail(key, target, f"expected {TARGET_ALLOWED}")
+        _fail(key, target, f"expected {allowed}")
     top = target.split(".")[0]
     if top in sys.stdlib_module_names or top == "__main__":
         _fail(key, target, f"names a module of Python's standard library ({top}), which holds "
-              f"no optimizer, so it is not imported; expected {TARGET_ALLOWED}")
+              f"no {holds}, so it is not imported; expected {allowed}")
     if top not in KNOWN_PACKAGES and top not in _ANNOUNCED:
         _ANNOUNCED.add(top)
         print(f"samt-run: note: {key}={target!r} imports the module {target.rpartition('.')[0]} "
               f"(package {top}, outside {', '.join(KNOWN_PACKAGES)}): its import-time code "
               "runs", file=sys.stderr)
     try:
-        cls = locate(target)
+        return locate(target)
     except Exception as exc:  # no such module or attribute, or the module fails to import
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         _fail(key, target, f"cannot be imported ({type(exc).__name__}: {detail}); expected "
-              f"{TARGET_ALLOWED}")
+              f"{allowed}")
+
+
+def optimizer_class(target: Any, key: str = "optimizer._target_") -> type:
+    """The class that ``target`` (the value of ``key``) names, imported, not called:
+    ``ConfigError`` (naming the key, the value and what is allowed) for a malformed path, a
+    module of the standard library, a failed import (``import_target``), or anything but an
+    optimizer class."""
+    cls = import_target(target, key, TARGET_ALLOWED, "optimizer")
     if not isinstance(cls, type):
         _fail(key, target, f"names a {type(cls).__name__}, not a class; expected "
               f"{TARGET_ALLOWED}")
@@ -156,3 +179,64 @@ def optimizer_constructor(opt_cfg: dict) -> tuple[Callable[..., Any], type]:
     from samt.optim.factory import constructor_options
 
     return functools.partial(cls, **constructor_options(cls, options)), cls
+
+
+# --- dataset._target_: a user's dataset, one yaml file and one function -------------------------
+
+
+def dataset_options(ds_cfg: dict) -> dict:
+    """The keyword options of a dataset config with a ``_target_``: without ``DATASET_KEYS``."""
+    return {k: v for k, v in ds_cfg.items() if k not in DATASET_KEYS}
+
+
+def dataset_loader(ds_cfg: dict) -> Callable[[Path, int], Any]:
+    """``load(root, split)``: the function that ``ds_cfg['_target_']`` names, checked before it
+    is ever called, with the config's options bound (plain values: a nested ``_target_`` is
+    refused before anything is imported).
+
+    ``ConfigError`` naming the key, the value and what is allowed: a malformed path, a module of
+    the standard library, a failed import (``import_target``), anything but a Python function,
+    an option the function does not take, or a signature that cannot take
+    ``(root, split, **options)`` (e.g. a required option the config lacks)."""
+    target, name = ds_cfg.get("_target_"), ds_cfg.get("name")
+    options = dataset_options(ds_cfg)
+    check_no_nested_targets({"dataset": options})
+    key = "dataset._target_"
+    fn = import_target(target, key, DATASET_TARGET_ALLOWED, "dataset")
+    if not inspect.isfunction(fn):
+        _fail(key, target, f"names a {type(fn).__name__}, not a function; expected "
+              f"{DATASET_TARGET_ALLOWED}")
+    signature = inspect.signature(fn)
+    params = signature.parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        known = [p for p, spec in list(params.items())[2:] if spec.kind in keyword]
+        for option, value in options.items():
+            if option not in known:
+                allowed = ", ".join(sorted((*DATASET_KEYS, *known)))
+                _fail(f"dataset.{option}", value, f"unknown key for dataset {name} ({target} "
+                      f"takes no argument {option!r}); known keys: {allowed}")
+    try:
+        signature.bind(Path("."), 0, **options)
+    except TypeError as exc:
+        _fail(key, target, f"cannot be called as {target}(root, split, **options) with the "
+              f"options of dataset {name} (TypeError: {exc}); expected "
+              f"{DATASET_TARGET_ALLOWED}")
+    return functools.partial(fn, **options)
+
+
+def load_target_dataset(ds_cfg: dict, root: str | Path, split: int) -> Any:
+    """The ``samt.data.DatasetSplits`` that the dataset config's ``_target_`` returns when
+    called with the data root, ``split`` and the config's options (``dataset_loader``); a
+    ``ConfigError`` naming ``dataset._target_`` when it returns anything else."""
+    from samt.data.splits import DatasetSplits
+
+    target = ds_cfg.get("_target_")
+    result = dataset_loader(ds_cfg)(Path(root).expanduser(), int(split))
+    if not isinstance(result, DatasetSplits):
+        _fail("dataset._target_", target, f"returned a {type(result).__name__}, not a "
+              f"samt.data.DatasetSplits; expected {DATASET_TARGET_ALLOWED}")
+    if result.task not in ("classification", "regression"):
+        _fail("dataset._target_", target, f"returned a DatasetSplits of task {result.task!r}; "
+              "allowed: classification, regression")
+    return result

@@ -37,12 +37,14 @@ from samt.schema import (
     field_types,
 )
 from samt.targets import (
+    DATASET_TARGET_ALLOWED,
     INSTANTIATE_KEYS,
     RUNNER_KEYS,
     SAMT_TARGETS,
     TARGET,
     TARGET_ALLOWED,
     check_no_nested_targets,
+    dataset_loader,
     optimizer_class,
     optimizer_constructor,
 )
@@ -208,12 +210,31 @@ def _check_sections(cfg: dict[str, Any]) -> None:
         node = cfg[section]
         if schema is None:
             continue  # the optimizer group: _check_optimizer, _validate_registered
+        if section == "dataset" and "_target_" in node:
+            _check_target_dataset(cfg)  # a user's dataset: its options are its function's
+            continue
         if isinstance(schema, dict):
             _choice(f"{section}.name", node.get("name"), tuple(schema))
             schema = schema[node["name"]]
         what = f"{section} {node.get('name')}" if "name" in field_types(schema) else section
         _known_keys(section, node, tuple(field_types(schema)), what)
         _check_fields(cfg, section, schema)
+
+
+def _check_target_dataset(cfg: dict[str, Any]) -> None:
+    """A dataset config with a ``_target_`` (a user's function; docs/datasets.md), statically:
+    the target a dotted path, ``name`` a name that can be part of the run folder's name,
+    ``split`` (optional) an integer >= 0. Its options are checked against the function's
+    signature in ``_validate_registered``."""
+    node = cfg["dataset"]
+    target = node["_target_"]
+    if not isinstance(target, str) or not TARGET.fullmatch(target):
+        _fail("dataset._target_", target, f"expected {DATASET_TARGET_ALLOWED}")
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS["dataset"])}
+    _check_field(cfg, "dataset.name", str, fields["name"])
+    check_name_part("dataset.name", node["name"])
+    if "split" in node:
+        _check_field(cfg, "dataset.split", int, fields["split"])
 
 
 def _check_data_root(cfg: dict[str, Any]) -> None:
@@ -252,12 +273,16 @@ def validate_config(cfg: dict[str, Any]) -> None:
 
 
 def _validate_registered(cfg: dict[str, Any]) -> None:
-    """The checks against the dataset registry and the optimizer class that
-    ``optimizer._target_`` names. They import torch, so they come last: every other bad value
-    is reported without that import (``samt-run`` answers in well under a second;
-    docs/performance.md)."""
+    """The checks against the optimizer class that ``optimizer._target_`` names, and the
+    dataset registry (or, for a dataset with a ``_target_``, the function it names, imported
+    and checked, not called: ``samt.targets.dataset_loader``). They import torch, so they come
+    last: every other bad value is reported without that import (``samt-run`` answers in well
+    under a second; docs/performance.md)."""
     _check_optimizer_class(cfg)
-    from samt.data import DATASETS  # torchvision too: last
+    if "_target_" in cfg["dataset"]:
+        dataset_loader(cfg["dataset"])
+        return
+    from samt.data import DATASETS
 
     _choice("dataset.name", cfg["dataset"].get("name"), tuple(DATASETS))
 

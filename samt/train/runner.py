@@ -35,6 +35,7 @@ from samt.run_folder import (
     STATUS_INTERRUPTED,
     RunFolderError,
 )
+from samt.targets import load_target_dataset
 from samt.tracking import TrackerError, make_tracker
 from samt.train.augment import augmenter
 from samt.train.build_optimizer import build_from_config
@@ -134,12 +135,7 @@ class Run:
             torch.set_num_threads(int(threads))
         seed_everything(int(cfg["seed"]))
         self.device = resolve_device(cfg["device"]["type"])
-        loaded: DatasetSplits = load_dataset(
-            cfg["dataset"]["name"], cfg["data"]["root"], download=bool(cfg["data"]["download"]),
-            split=int(cfg["dataset"].get("split", 0)), device=self.device,
-            images=ImageFolderOptions(path=cfg["dataset"].get("path"),
-                                      cache_dir=cfg["data"].get("cache_dir"),
-                                      progress=show_progress(cfg.get("progress", "auto"))))
+        loaded = self.load_data()
         validate_against_data(cfg, int(loaded.x_train.shape[0]), loaded.task)
         val_fraction = float(cfg["data"].get("val_fraction") or 0.0)
         val_seed = int(cfg["data"].get("val_seed") or 0)
@@ -179,6 +175,22 @@ class Run:
                  "parameters; optimizer %s; device %s; seed %s", s["dataset"], s["train_size"],
                  s["val_size"], s["test_size"], s["model"], s["num_params"], s["label"],
                  s["device"], s["seed"])
+
+    def load_data(self) -> DatasetSplits:
+        """The dataset on the run's device: a shipped one from the registry (``load_dataset``),
+        or a user's, whose ``dataset._target_`` function is called with the data root, the
+        split and the config's other keys as options (``samt.targets.load_target_dataset``:
+        anything but a ``DatasetSplits`` is a ``ConfigError``)."""
+        cfg, split = self.cfg, int(self.cfg["dataset"].get("split", 0))
+        if "_target_" in cfg["dataset"]:
+            return load_target_dataset(cfg["dataset"], cfg["data"]["root"], split).to(
+                self.device)
+        return load_dataset(
+            cfg["dataset"]["name"], cfg["data"]["root"], download=bool(cfg["data"]["download"]),
+            split=split, device=self.device,
+            images=ImageFolderOptions(path=cfg["dataset"].get("path"),
+                                      cache_dir=cfg["data"].get("cache_dir"),
+                                      progress=show_progress(cfg.get("progress", "auto"))))
 
     def init_meta(self, source: str) -> None:
         """Start the optimizer from the meta-parameters of ``optimizer.meta_init``: a run folder,
