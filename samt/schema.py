@@ -19,7 +19,8 @@ and set only what differs; so a program that composes ``conf/`` imports this mod
 presets' own values, and that no preset restates a default.
 
 Types: ``int``, ``float`` and ``bool`` as in YAML (a bool is not a number; a float must be
-finite); ``str`` non-empty; ``list[int]`` a non-empty list of positive integers; ``X | None``
+finite); ``str`` non-empty; ``list[int]`` a non-empty list of positive integers; ``list[str]`` a
+list (maybe empty) of tags (``TAG``: 1 to 100 printable characters, no comma); ``X | None``
 also null; ``Any`` unchecked. A field without ``optional=True`` must be present in a run config.
 
 Rules that involve more than one key or the outside world live in ``samt.validation``:
@@ -130,6 +131,10 @@ class RunConfig:
     # the epoch, training seconds and parameter updates it took; needs data.val_fraction > 0;
     # null: train every epoch (docs/tuning.md)
     stop_at_target: float | None = option(None, low=0.0, strict=True, optional=True)
+    # labels of the run (tags=[baseline,lr_sweep]): recorded in summary.json, TensorBoard
+    # (logger=tensorboard) and samt-report's tables; they change no number, so a run resumes
+    # and groups with runs of other tags
+    tags: list[str] = option([], optional=True)
     data: DataConfig = field(default_factory=DataConfig)
     # set by experiment presets; read by samt-reproduce (its keys: TuningConfig), ignored by
     # the runner

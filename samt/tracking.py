@@ -4,7 +4,8 @@
 files into ``<run folder>/tensorboard/`` (needs the optional ``tensorboard`` package:
 ``pip install 'samt[tensorboard]'``). Every numeric column of a metrics.csv row becomes a scalar
 at step = epoch: ``train/loss``, ``test/metric``, ``val/metric``, ``time/epoch_s``, and for SAMT
-the per-block statistics ``samt/b0/eta_mean`` and so on.
+the per-block statistics ``samt/b0/eta_mean`` and so on; the run's ``tags`` are the text
+``run/tags`` (comma-separated) at step 0.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 LOGGERS = ("none", "tensorboard")
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_EVENTS = "events.out.tfevents."  # how the names of its event files begin
+TAGS_TEXT = "run/tags"  # the TensorBoard text that holds the run's tags
 # metrics.csv column -> scalar tag (SAMT's b{k}_{stat} columns become samt/b{k}/{stat})
 TAGS = {"train_loss": "train/loss", "train_metric": "train/metric", "test_loss": "test/loss",
         "test_metric": "test/metric", "val_loss": "val/loss", "val_metric": "val/metric",
@@ -73,7 +75,8 @@ class TensorBoardTracker:
     Building it imports TensorBoard's writer and checks its folder; only ``open`` writes.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, tags: tuple[str, ...] = ()) -> None:
+        self.tags = tuple(tags)
         problem = tensorboard_import_error()
         if problem:
             raise TrackerError(f"logger='tensorboard' is invalid: {problem}")
@@ -89,6 +92,8 @@ class TensorBoardTracker:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        if self.tags:
+            self.writer.add_text(TAGS_TEXT, ", ".join(self.tags), 0)
 
     def log_row(self, row: dict[str, Any]) -> None:
         step = int(row["epoch"])
@@ -127,8 +132,9 @@ def tensorboard_import_error() -> str | None:
     return None
 
 
-def make_tracker(kind: str, run_dir: Path) -> Tracker:
-    """The tracker for ``logger: kind``, not yet open (``TrackerError``: it cannot start)."""
+def make_tracker(kind: str, run_dir: Path, tags: tuple[str, ...] = ()) -> Tracker:
+    """The tracker for ``logger: kind`` recording the run's ``tags``, not yet open
+    (``TrackerError``: it cannot start)."""
     if kind == "tensorboard":
-        return TensorBoardTracker(run_dir)
+        return TensorBoardTracker(run_dir, tags)
     return NoTracker()

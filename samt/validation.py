@@ -130,6 +130,22 @@ def _positive_int_list(cfg: dict, key: str, example: str) -> None:
         _fail(key, value, f"a non-empty list of positive integers, e.g. {example}")
 
 
+TAG = re.compile(r"[^,\s](?:[^,\n\r\t]{0,98}[^,\s])?")  # a tag: printable, no comma or edge space
+TAG_ALLOWED = ("a list of tags, e.g. [baseline,lr_sweep]: each 1 to 100 characters, without "
+               "commas or line breaks")
+
+
+def _tag_list(cfg: dict, key: str) -> None:
+    """A list of tags (``TAG``; empty allowed), each at most once."""
+    value = _get(cfg, key)
+    if not isinstance(value, list) or any(not isinstance(t, str) or not TAG.fullmatch(t)
+                                          for t in value):
+        _fail(key, value, TAG_ALLOWED)
+    repeated = sorted({t for t in value if value.count(t) > 1})
+    if repeated:
+        _fail(key, value, f"lists {', '.join(repeated)} more than once; {TAG_ALLOWED}")
+
+
 def _seed(cfg: dict, key: str) -> None:
     """A seed: an integer in ``0..SEED_MAX`` (what torch, numpy and the report all handle)."""
     seed = _number(cfg, key, int, 0)
@@ -197,6 +213,8 @@ def _check_field(cfg: dict[str, Any], key: str, kind: Any, spec: dataclasses.Fie
     elif kind is str:
         if not isinstance(value, str) or not value:
             _fail(key, value, rules.get("expect", "expected a non-empty string"))
+    elif typing.get_origin(kind) is list and typing.get_args(kind) == (str,):
+        _tag_list(cfg, key)
     elif typing.get_origin(kind) is list:
         _positive_int_list(cfg, key, str(spec.default_factory()))
     else:

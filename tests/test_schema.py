@@ -217,6 +217,8 @@ def _bad_values(kind: Any, rules: dict) -> list[tuple[Any, str]]:
         return [("maybe", "expected true or false"), (1, "expected true or false")]
     if kind is str:
         return [(5, "expected"), ("", "expected")]
+    if typing.get_origin(kind) is list and typing.get_args(kind) == (str,):
+        return [("x", "a list of tags"), ([5], "a list of tags"), (["a", "a"], "more than once")]
     if typing.get_origin(kind) is list:
         return [([], "a non-empty list of positive integers"), ([0], "positive integers")]
     bad = [("abc", "expected an integer" if kind is int else "expected a number")]

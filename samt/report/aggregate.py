@@ -27,7 +27,7 @@ from samt.run_folder import BUILD_KEYS, without_added_defaults
 
 REPLICATE_KEYS = ("seed", "dataset.split")
 BOOKKEEPING_KEYS = ("progress", "data.root", "data.download", "device", "eval_batch_size",
-                    "hydra", "resume", "tuning")
+                    "hydra", "resume", "tuning", "tags")
 # Where the data were on the machine that ran (no part of a run's result): not in all_runs.csv.
 MACHINE_PATH_KEYS = ("data.root", "data.cache_dir")
 LR_KEYS = ("optimizer.lr", "optimizer.eta0")
@@ -268,6 +268,13 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return float(finite.mean()), std, int(finite.size)
 
 
+def group_tags(group: Group) -> str:
+    """The tags of a group's runs (``tags``, which do not split groups), each once, in the
+    order first seen: ``"baseline, lr_sweep"``."""
+    tags = (tag for run in group.runs for tag in run.config.get("tags") or ())
+    return ", ".join(dict.fromkeys(str(t) for t in tags))
+
+
 def aggregate(groups: list[Group]) -> pd.DataFrame:
     """Long format: one row per group with run counts and mean/std/n of every metric.
 
@@ -286,6 +293,7 @@ def aggregate(groups: list[Group]) -> pd.DataFrame:
             "diverged": g.count("diverged"), "interrupted": g.count("interrupted"),
             "running": g.count("running"),
             "seeds": " ".join(format_value(r.config.get("seed")) for r in g.runs),
+            "tags": group_tags(g),
         }
         for metric in METRICS:
             mean, std, n = mean_std([metric.value(r) for r in g.completed])

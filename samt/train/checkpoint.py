@@ -29,9 +29,10 @@ from samt.train.records import write_atomic
 
 FORMAT = 1
 # Keys that do not change a run's numbers: they may differ between a run and its resumption.
-# ``tuning`` is the experiment presets' protocol block, read by samt-reproduce only.
+# ``tuning`` is the experiment presets' protocol block, read by samt-reproduce only; ``tags``
+# label a run (a rerun with other tags finds the run finished, its summary keeps its tags).
 IGNORED_KEYS = ("progress", "resume", "data.root", "data.download", "device.threads",
-                "eval_batch_size", "tuning", "logger")
+                "eval_batch_size", "tuning", "logger", "tags")
 # What a checkpoint must hold (besides ``format``), with the type of each value.
 CHECKPOINT_KEYS: dict[str, type] = {"epoch": int, "config": dict, "device": str, "model": dict,
                                     "optimizer": dict, "rng": dict, "rows": list,

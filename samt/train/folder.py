@@ -83,7 +83,8 @@ class Summary(dict):
                    model=get("model", "name"), optimizer=get("optimizer", "name"),
                    label=get("optimizer", "label") or get("optimizer", "name"),
                    seed=cfg.get("seed"), epochs=cfg.get("epochs"), epochs_completed=0,
-                   error=None, stop_at_target=cfg.get("stop_at_target"), reached_target=None)
+                   error=None, stop_at_target=cfg.get("stop_at_target"), reached_target=None,
+                   tags=list(cfg.get("tags") or []))
 
     def describe(self, *, task: str, device: str, num_params: int, train_size: int,
                  test_size: int, val_size: int, split: dict[str, Any]) -> None:
