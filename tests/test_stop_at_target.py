@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import digits_config, read_rows, read_summary
+from conftest import run_cli
+from helpers import digits_args, digits_config, error_lines, read_rows, read_summary
 
 from samt.cli import report_run
 from samt.report.cli import main as report_main
@@ -121,3 +122,15 @@ def test_an_accuracy_target_above_100_is_refused_before_training(tmp_path):
                                           r"percent.*\(0, 100\]$"):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_samt_run_refuses_a_target_without_a_validation_split_in_one_line(tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    args = digits_args(tmp_path, "stop_at_target=90", f"hydra.run.dir={tmp_path / 'run'}")
+    assert run_cli(args) == 2
+    (error,) = error_lines(capsys.readouterr().err)
+    assert error == ("samt-run: error: stop_at_target=90 is invalid: needs a validation split, "
+                     "whose metric it is compared with: set data.val_fraction > 0 (e.g. 0.1); "
+                     "allowed without one: null")
+    assert not (tmp_path / "run").exists()
