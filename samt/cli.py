@@ -2,12 +2,12 @@
 
 ``samt-run``  trains one config (``-m`` sweeps); ``samt-data`` prepares offline datasets.
 
-Exit status of ``samt-run`` (docs/reliability.md): 0 when the run completed, diverged or was
-already finished; 2 for a user error (bad config value, data fault, unusable run folder); 130 on
-Ctrl-C and 143 on SIGTERM (the run folder keeps its rows and checkpoint: rerun to resume); 1 for
-a crash, with the traceback. A sweep (``-m``) runs every job even when some fail and exits 1
-at the end if any failed. Each run (and each sweep) ends with a short block on stderr saying how
-it ended (docs/outputs.md).
+Exit status of ``samt-run`` (docs/reliability.md): 0 when the run completed (or reached its
+``stop_at_target``), diverged or was already finished; 2 for a user error (bad config value,
+data fault, unusable run folder); 130 on Ctrl-C and 143 on SIGTERM (the run folder keeps its
+rows and checkpoint: rerun to resume); 1 for a crash, with the traceback. A sweep (``-m``) runs
+every job even when some fail and exits 1 at the end if any failed. Each run (and each sweep)
+ends with a short block on stderr saying how it ended (docs/outputs.md).
 """
 
 from __future__ import annotations

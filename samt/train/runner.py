@@ -5,7 +5,8 @@ Reliability (docs/reliability.md): a run checkpoints at the end of every epoch a
 that checkpoint when started again in the same folder; a non-finite loss or gradient never
 reaches the weights, and ``max_consecutive_skips`` of them in a row stop the run as
 ``diverged``; Ctrl-C/SIGTERM stop it as ``interrupted``; user errors found while setting up
-leave no result files.
+leave no result files. A run with ``stop_at_target`` ends after the first epoch whose validation
+metric reaches it, as ``reached_target`` (docs/tuning.md).
 """
 
 from __future__ import annotations
