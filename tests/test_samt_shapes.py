@@ -303,20 +303,17 @@ class NotSequential(nn.Module):
         self.fc = nn.Linear(3, 2)
 
     def forward(self, x):
-        return self.fc(x)
+        return self.fc(x) if x.sum() > 0 else self.fc(-x)  # control flow fx cannot trace
 
 
 @pytest.mark.parametrize(("model", "needle"), [
-    (NotSequential(), "NotSequential"),
-    (nn.Sequential(nn.Linear(3, 4), nn.Embedding(4, 2)), "Embedding"),
-    (nn.Sequential(nn.Linear(3, 4), nn.LSTM(4, 2)), "LSTM"),
-    (nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2)), "before any Linear"),
-    (nn.Sequential(nn.ReLU(), nn.Flatten()), "no Linear/Conv"),
+    (NotSequential(), "cannot trace NotSequential"),
+    (nn.Sequential(nn.Linear(3, 4), nn.AlphaDropout(0.1)), "AlphaDropout"),
+    (nn.Sequential(nn.ReLU(), nn.Flatten()), "no trained parameter"),
 ])
 def test_unsupported_models_raise_helpful_error(model, needle):
     with pytest.raises(SAMTModelError, match=needle) as err:
         SAMT(model, CE)
-    assert "nn.Sequential" in str(err.value)
     assert isinstance(err.value, TypeError)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from samt.optim.blocks import split_units
+from samt.optim.passes import count_units
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -26,7 +26,7 @@ class TorchOptimizerStep:
     def __init__(self, model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.layers = len(split_units(model)) if isinstance(model, nn.Sequential) else 1
+        self.layers = count_units(model)  # units: block updates counted as SAMT's
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.iteration = 0
         self.param_updates = 0

@@ -1,5 +1,6 @@
 """Split an ``nn.Sequential`` model into SAMT blocks, and run blocks so that repeated passes in
-one SAMT step see one network.
+one SAMT step see one network. (Any other model: ``samt.optim.graph_units``; both make
+``Unit``s, which ``group_units`` joins into blocks.)
 
 A *unit* is one parametrized layer (Linear or Conv) together with the parameter-free modules and
 normalization layers that follow it; modules before the first parametrized layer join the first
@@ -14,6 +15,7 @@ at the current weights, as training-mode BatchNorm does, without touching the ru
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -34,11 +36,13 @@ class SAMTModelError(TypeError):
 
 
 STRUCTURE_HELP = (
-    "SAMT needs an nn.Sequential (nested nn.Sequential is flattened) whose parametrized children "
+    "SAMT's sequential path needs an nn.Sequential (nested nn.Sequential is flattened) whose "
+    "parametrized children "
     "are Linear/Conv1d/Conv2d/Conv3d layers, each optionally followed by a normalization layer "
     "(BatchNorm1d/2d/3d, LayerNorm, GroupNorm); every other child must be parameter-free "
     "(activations, pooling, Flatten, Dropout/Dropout1d/2d/3d), and no trained parameter may "
-    "be shared between two places."
+    "be shared between two places. SAMT(model, ...) takes any other model through its graph "
+    "engine (samt.optim.passes)."
 )
 
 
@@ -52,9 +56,9 @@ class PassContext:
 
     def __init__(self) -> None:
         self.first = True
-        self.masks: dict[tuple[int, int], torch.Tensor] = {}
+        self.masks: dict[Hashable, torch.Tensor] = {}
 
-    def __call__(self, module: nn.Module, h: torch.Tensor, where: tuple[int, int]) -> torch.Tensor:
+    def __call__(self, module: nn.Module, h: torch.Tensor, where: Hashable) -> torch.Tensor:
         """Run ``module`` on ``h``; ``where`` names its position (a module may be used twice)."""
         if not module.training:
             return module(h)
@@ -64,7 +68,7 @@ class PassContext:
             return F.batch_norm(h, None, None, module.weight, module.bias, True, 0.0, module.eps)
         return module(h)
 
-    def _dropout(self, module: nn.Module, h: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    def _dropout(self, module: nn.Module, h: torch.Tensor, key: Hashable) -> torch.Tensor:
         if module.p == 0.0:
             return h
         if self.first:
@@ -83,11 +87,15 @@ def needs_context(blocks: list[Block]) -> bool:
 
 @dataclass
 class Unit:
-    """One parametrized layer: its weight, the parameters that follow it, and its modules."""
+    """One parametrized layer: its weight, the parameters that follow it, and its modules.
+
+    ``name`` is the layer's qualified module name in the model (``group_by`` matches it).
+    """
 
     weight: nn.Parameter
     secondaries: list[nn.Parameter] = field(default_factory=list)
     modules: list[nn.Module] = field(default_factory=list)
+    name: str = ""
 
 
 @dataclass
@@ -130,6 +138,7 @@ def split_units(model: nn.Module) -> list[Unit]:
         raise SAMTModelError(f"got {type(model).__name__}. {STRUCTURE_HELP}")
     modules = _flatten(model)
     _refuse_reuse(modules)
+    names = {id(m): name for name, m in model.named_modules()}
     units: list[Unit] = []
     leading: list[nn.Module] = []
     for module in modules:
@@ -145,7 +154,8 @@ def split_units(model: nn.Module) -> list[Unit]:
                 raise SAMTModelError(
                     f"{type(module).__name__} layer {module} has a frozen weight but a trained "
                     "bias; SAMT's step sizes live on the weight: freeze both or neither")
-            unit = Unit(weight=module.weight, modules=[*leading, module])
+            unit = Unit(weight=module.weight, modules=[*leading, module],
+                        name=names.get(id(module), ""))
             if module.bias is not None and module.bias.requires_grad:
                 unit.secondaries.append(module.bias)
             units.append(unit)
@@ -186,10 +196,44 @@ def _refuse_reuse(modules: list[nn.Module]) -> None:
             owner[id(p)] = i
 
 
-def split_blocks(model: nn.Module, group_size: int = 1) -> list[Block]:
-    """Group the model's units into blocks of ``group_size`` (0: one block for the whole model)."""
+def split_blocks(model: nn.Module, group_size: int = 1,
+                 group_by: Sequence[str] | None = None) -> list[Block]:
+    """The blocks of an ``nn.Sequential`` model (``group_units`` of ``split_units``)."""
+    return group_units(split_units(model), group_size, group_by)
+
+
+def group_units(units: list[Unit], group_size: int = 1,
+                group_by: Sequence[str] | None = None) -> list[Block]:
+    """Group ``units`` (in order) into blocks.
+
+    ``group_size``: ``n`` consecutive units per block (0: one block for all). ``group_by``:
+    module-name prefixes; the units whose name is a prefix or lies under it (``layer1`` takes
+    ``layer1.0.conv1``) form one block, placed at the first of them; every other unit is a
+    block of its own. The two options do not combine.
+    """
     if group_size < 0:
         raise ValueError(f"group_size must be >= 0 (0 = whole model), got {group_size}")
-    units = split_units(model)
+    if group_by:
+        prefixes = [group_by] if isinstance(group_by, str) else list(group_by)
+        return _group_by_prefix(units, group_size, prefixes)
     size = len(units) if group_size == 0 else group_size
     return [Block(units[i:i + size]) for i in range(0, len(units), size)]
+
+
+def _group_by_prefix(units: list[Unit], group_size: int, prefixes: list[str]) -> list[Block]:
+    if group_size != 1:
+        raise ValueError(f"group_by={prefixes} and group_size={group_size} do not combine: "
+                         "set group_size to 1 (its default) when grouping by module name")
+    if any(not isinstance(p, str) for p in prefixes):
+        raise ValueError(f"group_by must list module-name prefixes (strings), got {prefixes}")
+    blocks: dict[str | int, list[Unit]] = {}
+    for i, unit in enumerate(units):
+        key = next((p for p in prefixes if p in ("", unit.name)
+                    or unit.name.startswith(p + ".")), i)
+        blocks.setdefault(key, []).append(unit)
+    unused = [p for p in prefixes if p not in blocks]
+    if unused:
+        known = ", ".join(u.name for u in units[:12]) + (", ..." if len(units) > 12 else "")
+        raise ValueError(f"group_by: no trained layer is named {unused[0]!r} or lies under it; "
+                         f"the layers are: {known}")
+    return [Block(members) for members in blocks.values()]

@@ -40,7 +40,8 @@ def secondary_step(weight_step: torch.Tensor, param: torch.Tensor) -> torch.Tens
     """
     if weight_step.dim() == 0:
         return weight_step
-    per_unit = weight_step.mean(dim=tuple(range(1, weight_step.dim())))
+    per_unit = (weight_step if weight_step.dim() == 1  # a 1-D weight (a norm layer's own unit)
+                else weight_step.mean(dim=tuple(range(1, weight_step.dim()))))
     if per_unit.shape[0] == 1 or per_unit.shape[0] != param.shape[0]:
         return per_unit.mean()
     return per_unit.reshape((-1,) + (1,) * (param.dim() - 1))

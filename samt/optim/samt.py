@@ -8,9 +8,11 @@ statistics of the block gradient, combined with ``eta0``; the eta model and the 
 The meta-gradient uses the exact first-order identity ``d l(W - eta*g) / d eta = -g' * g`` where
 ``g'`` is the gradient at the new point ``W' = W - eta*g``: ``exact`` takes ``g'`` on the same
 batch right after the commit, ``lookahead`` on the next batch before any block moves,
-``hypergradient`` at the block's next visit (no extra pass). Passes reuse cached block inputs and
-the autograd graph of the first forward, so top-down order needs one forward per block above the
-updated one and no full forward/backward per block.
+``hypergradient`` at the block's next visit (no extra pass). The pass engine
+(``samt.optim.passes``: a sequential fast path for an ``nn.Sequential``, a ``torch.fx`` graph
+path for any other model) reuses cached values and the autograd graph of the first forward, so
+top-down order needs one forward per block above the updated one and no full forward/backward
+per block.
 
 Cost (docs/performance.md): with the sigmoid projection (convex or learned combine) the
 meta-gradient of ``-sum(eta * g' * g)`` is formed analytically with in-place element-wise ops,
@@ -39,7 +41,7 @@ import torch
 from torch import nn
 
 from samt.optim import fused
-from samt.optim.blocks import Block, PassContext, needs_context, split_blocks
+from samt.optim.blocks import Block
 from samt.optim.choices import (
     COMBINES,
     FEATURE_NAMES,
@@ -63,6 +65,7 @@ from samt.optim.components import (
     theta_init,
 )
 from samt.optim.options import DEFAULTS
+from samt.optim.passes import Passes, build_passes
 from samt.optim.step_stats import BlockStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -145,7 +148,8 @@ class SAMT:
     """Block-alternating optimizer with meta-learned step sizes (see module docstring).
 
     Args (every keyword's default: ``samt.optim.options.DEFAULTS``, their one source):
-        model: an ``nn.Sequential`` of Linear/Conv layers (see ``samt.optim.blocks``).
+        model: any ``nn.Module`` whose forward ``torch.fx`` can trace; an ``nn.Sequential`` of
+            Linear/Conv layers takes the sequential fast path (``samt.optim.passes``).
         loss_fn: ``loss_fn(model_output, targets) -> scalar tensor``.
         step_type: ``scalar`` | ``element`` | ``row`` | ``column``.
         eta0, eta_min, eta_max: initial step and the clamp range of every applied step.
@@ -176,6 +180,8 @@ class SAMT:
             (row type) or column (column type).
         eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
         group_size: layers per block (0: whole model). ``order``: block order per iteration.
+        group_by: module-name prefixes; the layers under each form one block (a ResNet stage:
+            ``["layer1", "layer2"]``), every other layer a block of its own.
         seed: seed of the generator used by ``order: random``.
         meta_init: start from the meta-parameters (eta models and ``theta``) trained by another
             run: the path of a file written by ``save_meta``, or a ``SavedMeta`` (see
@@ -211,7 +217,8 @@ class SAMT:
                  features: Sequence[str] = DEFAULTS.features,
                  features_per_group: bool = DEFAULTS.features_per_group,
                  eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
-                 group_size: int = DEFAULTS.group_size, order: str = DEFAULTS.order,
+                 group_size: int = DEFAULTS.group_size,
+                 group_by: Sequence[str] | None = DEFAULTS.group_by, order: str = DEFAULTS.order,
                  seed: int = DEFAULTS.seed,
                  meta_init: str | os.PathLike | SavedMeta | None = DEFAULTS.meta_init,
                  compile: bool = DEFAULTS.compile):
@@ -240,9 +247,8 @@ class SAMT:
         if features_per_group and step_type not in ("row", "column"):
             raise ValueError("features_per_group=true needs step_type row or column, "
                              f"got {step_type!r}")
-        self.blocks: list[Block] = split_blocks(model, group_size)
-        self._stateful = needs_context(self.blocks)
-        self._context: PassContext | None = None
+        self.passes: Passes = build_passes(model, group_size, group_by)
+        self.blocks: list[Block] = self.passes.blocks
         self.loss_fn = loss_fn
         self.step_type, self.combine, self.meta_mode = step_type, combine, meta_mode
         self.projection, self.tanh_c = projection, tanh_c
@@ -423,67 +429,6 @@ class SAMT:
             out.append(_Step(raw, raw, beta))
         return out
 
-    # --- passes --------------------------------------------------------------------------------
-
-    def _forward_all(self, inputs: torch.Tensor) -> None:
-        """First forward with autograd: caches every block input, attached to the graph below."""
-        self._inp: list[torch.Tensor | None] = [inputs]
-        self._attached = [False]
-        # Dropout masks and BatchNorm updates of this forward, shared by the step's passes
-        self._context = PassContext() if self._stateful else None
-        h = inputs
-        for block in self.blocks:
-            h = block.forward(h, self._context)
-            self._inp.append(h)
-            self._attached.append(True)
-        if self._context is not None:
-            self._context.first = False  # later passes replay this one
-
-    def _invalidate_above(self, k: int) -> None:
-        for j in range(k + 1, len(self._inp)):
-            self._inp[j], self._attached[j] = None, False
-
-    def _pass(self, wanted: set[int], targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Loss and gradients of the ``wanted`` blocks at the current weights.
-
-        Starts from the highest cached input whose graph still reaches the lowest wanted block,
-        else from that block's (re)computed input; blocks above are run with current weights.
-        """
-        low, top = min(wanted), len(self.blocks)
-        start = low
-        while start < top and self._inp[start + 1] is not None and self._attached[start + 1]:
-            start += 1
-        h = self._input_of(low) if start == low else self._inp[start]
-        for j in range(start, top):
-            if j > start:
-                self._inp[j] = h.detach()
-            h = self.blocks[j].forward(h, self._context)
-        if start < top:
-            self._inp[top] = h.detach()
-        loss = self.loss_fn(h, targets)
-        params = [p for k in sorted(wanted) for p in self.blocks[k].params]
-        grads = torch.autograd.grad(loss, params)
-        for j in range(low + 1, top + 1):
-            self._attached[j] = False  # this pass's graph down to block `low` is consumed
-        out, i = {}, 0
-        for k in sorted(wanted):
-            n = len(self.blocks[k].params)
-            out[k] = list(grads[i:i + n])
-            i += n
-        return loss.detach(), out
-
-    def _input_of(self, k: int) -> torch.Tensor:
-        """Detached input of block ``k`` at the current weights (no-grad forward from below)."""
-        v = k
-        while self._inp[v] is None:
-            v -= 1
-        h = self._inp[v].detach()
-        with torch.no_grad():
-            for j in range(v, k):
-                h = self.blocks[j].forward(h, self._context)
-                self._inp[j + 1], self._attached[j + 1] = h, False
-        return h
-
     # --- updates -------------------------------------------------------------------------------
 
     def _apply(self, k: int, loss: torch.Tensor, grads: list[torch.Tensor],
@@ -546,7 +491,7 @@ class SAMT:
                                                for f in flats]), sums[:, 2:]], dim=1)
             self._stats.visit(k, sums, [float(s.raw.numel()) for s in steps], clamped)
         self.param_updates += len(block.units)
-        self._invalidate_above(k)
+        self.passes.moved(k)
         if fast:  # a clamped step's meta-gradient is recomputed with autograd (same params)
             return _Visit(phis, grads, None, clamped,
                           None if clamped else [s.fast for s in steps])
@@ -860,7 +805,7 @@ class SAMT:
         """One iteration on a mini-batch; returns the (detached) loss before the update."""
         self.iteration += 1
         meta_now = self.learns and self.iteration % self.meta_interval == 0
-        self._forward_all(inputs)
+        self.passes.forward(inputs)
         order = self._block_order()
         grads: dict[int, list[torch.Tensor]] = {}
         first_loss = None
@@ -870,7 +815,8 @@ class SAMT:
         if self._batches_meta(meta_now):
             self._deferred = []
         if meta_now and self.meta_mode == "lookahead" and self._prev:
-            first_loss, grads = self._pass(set(range(len(self.blocks))), targets)
+            first_loss, grads = self.passes.grads(set(range(len(self.blocks))), targets,
+                                                   self.loss_fn)
             for k, visit in self._prev.items():
                 self._meta_update(k, visit, grads[k], first_loss)
             self._prev.clear()
@@ -880,7 +826,7 @@ class SAMT:
         for k in order:
             wanted = {k} if pending is None else {k, pending[0]}
             if k not in grads:
-                loss, grads = self._pass(wanted, targets)
+                loss, grads = self.passes.grads(wanted, targets, self.loss_fn)
             first_loss = loss if first_loss is None else first_loss
             if pending is not None:
                 self._meta_update(pending[0], pending[1], grads.pop(pending[0]), loss)
@@ -899,10 +845,10 @@ class SAMT:
             else:
                 self._prev[k] = visit
         if pending is not None:
-            loss, grads = self._pass({pending[0]}, targets)
+            loss, grads = self.passes.grads({pending[0]}, targets, self.loss_fn)
             self._meta_update(pending[0], pending[1], grads.pop(pending[0]), loss)
         self._flush_meta()
-        self._inp, self._attached, self._context = [], [], None
+        self.passes.finish()
         return first_loss
 
     def train_mode(self) -> None:
