@@ -71,3 +71,16 @@ def test_samt_report_writes_the_sensitivity_and_tuning_budget_figures(tmp_path):
     assert {"sensitivity_mnist_mlp.png", "tuning_budget_mnist_mlp.png",
             "sensitivity_mnist_mlp.pdf"} <= plots
     assert "sensitivity_mnist_mlp.png" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_samt_grid_over_eta_max_with_eta0_tied_is_one_sweep(tmp_path):
+    from test_report import SAMT_E
+
+    for eta_max, v in ((0.1, 90.0), (0.316, 92.0), (1.0, 91.0)):
+        write_run(tmp_path / f"samt_{eta_max}", dataset="mnist", seed=100, test=[v], val=[v],
+                  optimizer={**SAMT_E, "eta_max": eta_max, "eta0": 0.3 * eta_max})
+    runs, _ = load_runs([tmp_path])
+    (sweep,) = lr_sweeps(build_groups(runs))
+    assert sweep.lr_key == "optimizer.eta_max" and sweep.name == "samt_e"
+    assert [value for value, _ in sweep.points] == [0.1, 0.316, 1.0]
+    assert chosen(sweep_points(sweep), higher_is_better=True) == 1

@@ -30,7 +30,9 @@ BOOKKEEPING_KEYS = ("progress", "data.root", "data.download", "device", "eval_ba
                     "hydra", "resume", "tuning", "tags")
 # Where the data were on the machine that ran (no part of a run's result): not in all_runs.csv.
 MACHINE_PATH_KEYS = ("data.root", "data.cache_dir")
-LR_KEYS = ("optimizer.lr", "optimizer.eta0")
+# step-size keys, in the order a sweep's x-axis is taken from (SAMT: eta_max, with eta0 tied to
+# it in the protocol's grids, or eta0 alone)
+LR_KEYS = ("optimizer.lr", "optimizer.eta_max", "optimizer.eta0")
 BASELINE_ORDER = ("sgd", "adam")
 DEFAULT_TARGETS = {"mnist": 98.0, "fashion_mnist": 89.0}
 
@@ -470,22 +472,29 @@ class LRSweep:
 
 
 def lr_sweeps(groups: list[Group]) -> list[LRSweep]:
-    """Every set of >= 2 groups that share a row and all config but ``optimizer.lr`` (adam/sgd)
-    or ``optimizer.eta0`` (SAMT variants). Named by the column name without the rate."""
-    buckets: dict[tuple, list[tuple[float, Group]]] = {}
+    """Every set of >= 2 groups that share a row and all config but their step-size keys
+    (``LR_KEYS``), one value per group of the first step-size key that tells them apart:
+    ``optimizer.lr`` (adam/sgd), ``optimizer.eta_max`` (SAMT's tuned grids, ``eta0`` tied to it)
+    or ``optimizer.eta0``. Named by the column name without the rate."""
+    buckets: dict[tuple, list[Group]] = {}
     for g in groups:
-        lr_key = next((k for k in LR_KEYS if k in g.config), None)
-        lr = _number(g.config.get(lr_key)) if lr_key else math.nan
-        if lr_key is None or not lr > 0:
-            continue
-        rest = tuple((k, v) for k, v in g.key if k != lr_key)
-        buckets.setdefault((g.row, lr_key, rest), []).append((lr, g))
+        present = tuple(k for k in LR_KEYS if k in g.config)
+        if present:
+            rest = tuple((k, v) for k, v in g.key if k not in LR_KEYS)
+            buckets.setdefault((g.row, present, rest), []).append(g)
     sweeps = []
-    for (row, lr_key, _), points in buckets.items():
-        if len({lr for lr, _ in points}) < 2:
+    for (row, present, _), members in buckets.items():
+        for lr_key in present:
+            rates = [_number(g.config.get(lr_key)) for g in members]
+            if len(set(rates)) == len(members) and all(r > 0 for r in rates):
+                break
+        else:
             continue
+        if len(members) < 2:
+            continue
+        points = sorted(zip(rates, members, strict=True), key=lambda p: p[0])
         first = points[0][1]
-        knobs = {k: v for k, v in first.column_knobs.items() if k != lr_key}
+        knobs = {k: v for k, v in first.column_knobs.items() if k not in LR_KEYS}
         name = " ".join(filter(None, [first.label, knob_text(knobs)]))
-        sweeps.append(LRSweep(row, name, lr_key, sorted(points, key=lambda p: p[0])))
+        sweeps.append(LRSweep(row, name, lr_key, points))
     return sorted(sweeps, key=lambda s: (_row_order(s.points[0][1]), _group_order(s.points[0][1])))

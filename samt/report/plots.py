@@ -206,7 +206,7 @@ def plot_lr_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple
     ax.xaxis.set_major_locator(FixedLocator(rates))
     ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("learning rate (optimizer.lr; optimizer.eta0 for SAMT)")
+    ax.set_xlabel("step size (optimizer.lr; SAMT: optimizer.eta_max or eta0)")
     ax.set_ylabel("final " + _metric_label(groups))
     _percent_axis(ax, groups)
     ax.set_title(f"{row}: learning-rate sensitivity")
