@@ -55,9 +55,32 @@ def test_the_run_folder_writes_the_summary_from_the_rows(tmp_path):
 
 
 class _MetaStepper:
-    """An optimizer with meta-parameters, as the run folder sees one (duck-typed)."""
+    """An optimizer with meta-parameters, as the run folder sees one: every member of the
+    runner's ``MetaStepper`` protocol (``samt/train/stepper.py``)."""
 
     has_meta = True
+    param_updates = 0
+    skipped_total = 0
+
+    def step(self, inputs, targets):
+        raise AssertionError("the run folder never steps")
+
+    def train_mode(self) -> None: ...
+
+    def eval_mode(self) -> None: ...
+
+    def set_scale(self, scale: float) -> None: ...
+
+    def epoch_stats(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def load_meta(self, source) -> Path:
+        return Path(source)
 
     def save_meta(self, path: Path) -> None:
         path.write_bytes(b"meta")
