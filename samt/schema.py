@@ -160,6 +160,10 @@ class TuningConfig:
     # a run before the grid whose folder the overrides name as {source}: {dataset, optimizer,
     # seed, overrides} (conf/experiment/transfer.yaml)
     source: Any = option(None, optional=True)
+    # how a grid value is scored: one_seed (one run with grid_seed, on the first split;
+    # separate final runs on `seeds`) or seed_mean (every value on every seed of `seeds` and
+    # every split: the mean validation metric chooses, the chosen value's runs are the finals)
+    choice: str = option("one_seed", choices=("one_seed", "seed_mean"), optional=True)
     # dataset -> equivalence margin of the report (samt-report --margin), in the metric's units:
     # a difference within it may read "equivalent" (TOST); stated before the final runs
     margins: Any = option(None, optional=True)

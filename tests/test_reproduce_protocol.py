@@ -173,3 +173,50 @@ def test_uci_finals_run_over_splits_and_the_grid_on_the_first(tmp_path, monkeypa
         f"uci_boston_adam_lr0.001_split{k}_s0" for k in range(5)]
     assert [a for j in finals for a in j.args if a.startswith("dataset.split=")] == [
         f"dataset.split={k}" for k in range(5)]
+
+
+def test_seed_mean_runs_every_value_on_every_seed_and_chooses_on_the_mean(tmp_path):
+    p = protocol(choice="seed_mean", seeds=[0, 1, 2])
+    reproduce.check_protocol("x", p, 0.1)  # grid_seed is not used: no clash to refuse
+
+    def noisy(job) -> float:
+        """Seed 0 alone favours 1.0; the mean over the 3 seeds favours 0.1."""
+        seed = int(job.folder.name.rsplit("_s", 1)[1])
+        value = value_of(job)
+        return {0: {1.0: 96.5}}.get(seed, {}).get(value, peak(0.1)(value) + seed * 0.01)
+
+    def run(jobs):
+        for job in jobs:
+            write_summary(job.folder, noisy(job), 50.0)
+    sgd, _ = reproduce.tune("mnist_mlp", p, tmp_path, [], run)
+    assert sgd.chosen == 0.1 and sgd.details[0.1].runs == 3 and sgd.details[0.1].scored == 3
+    assert math.isclose(sgd.scores[0.1], 95.01)  # (95 + 95.01 + 95.02) / 3
+    assert math.isclose(sgd.details[0.1].se, 0.01 / math.sqrt(3))
+    assert not any("_s100" in f.name for f in (tmp_path / "grid").iterdir())
+    finals = reproduce.final_jobs("mnist_mlp", p, tmp_path, [], {("digits", "sgd"): 0.1})
+    assert [j.folder for j in finals] == [
+        tmp_path / "grid" / f"digits_sgd_lr0.1_s{k}" for k in range(3)]
+    lines = "\n".join(reproduce.tuning_lines(p, [sgd], 20))
+    assert "mean ± standard error over seeds [0, 1, 2]" in lines
+    assert "0.1: 95.01 ± 0.0058" in lines and "| 15 x 20 |" in lines
+
+
+def test_seed_mean_a_value_with_one_failed_run_does_not_score(tmp_path):
+    p = protocol(choice="seed_mean", seeds=[0, 1])
+    write_summary(tmp_path / "grid" / "digits_sgd_lr0.1_s1", None, None, status="diverged")
+    sgd, _ = reproduce.tune("mnist_mlp", p, tmp_path, [],
+                            fake_runner(peak(0.1), lambda v: 0.0))
+    assert sgd.scores[0.1] is None and sgd.chosen in (0.0316, 0.316)
+    assert sgd.details[0.1].cell() == "failed (1 of 2 runs)"
+
+
+def test_seed_mean_on_uci_splits_runs_every_split_and_refuses_an_unknown_choice(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMT_DATA_ROOT", str(tmp_path))
+    p = reproduce.load_protocol("regression", ["+tuning.choice=seed_mean"])
+    (v,) = [v for v in reproduce.variants(p) if v.name == "adam"]
+    runs = reproduce.grid_runs("regression", p, tmp_path, [], "uci_energy", v, 0.001)
+    assert [j.folder.name for j in runs] == [
+        f"uci_energy_adam_lr0.001_split{k}_s0" for k in range(5)]
+    with pytest.raises(SystemExit, match="tuning.choice: expected one of one_seed, seed_mean"):
+        reproduce.load_protocol("regression", ["+tuning.choice=best"])

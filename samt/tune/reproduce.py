@@ -10,17 +10,21 @@ it (from a checkout's root: ``runs/...``, ``results/...``).
 0. Source (only when the preset's ``tuning`` block has a ``source``): one run whose folder the
    variants' overrides can name as ``{source}``, e.g. ``optimizer.meta_init={source}`` for
    eta-model transfer (``conf/experiment/transfer.yaml``).
-1. Grid: for every dataset and optimizer of the preset's ``tuning`` block, one run per grid
+1. Grid: for every dataset and optimizer of the preset's ``tuning`` block, runs per grid
    value of the optimizer's step-size key (``lr``; ``eta_max`` for SAMT, with ``eta0`` tied
-   below it) with ``tuning.grid_seed``, on the first of ``tuning.splits`` when there are any.
+   below it). ``tuning.choice: one_seed`` (default): one run with ``tuning.grid_seed``, on the
+   first of ``tuning.splits`` when there are any. ``tuning.choice: seed_mean``: one run per
+   seed of ``tuning.seeds`` and split of ``tuning.splits``.
 2. Choice: per dataset and optimizer, the grid value with the best final **validation** metric
-   (``final.val_metric`` of the grid run's ``summary.json``; the preset must hold out a
-   validation split, ``data.val_fraction`` > 0). Nothing of the test set is read for it. A
-   choice at an edge of the grid adds the next value on that side (same ratio) and chooses
-   again, at most ``tuning.max_extensions`` times (the ``tuning`` block's keys:
+   (``final.val_metric`` of the grid runs' ``summary.json``; with ``seed_mean`` its mean over
+   the value's runs, and a value scores only when every one of its runs completed; the preset
+   must hold out a validation split, ``data.val_fraction`` > 0). Nothing of the test set is
+   read for it. A choice at an edge of the grid adds the next value on that side (same ratio)
+   and chooses again, at most ``tuning.max_extensions`` times (the ``tuning`` block's keys:
    ``samt.schema.TuningConfig``).
 3. Final: the chosen value with every seed of ``tuning.seeds`` (and every split of
-   ``tuning.splits``).
+   ``tuning.splits``); with ``seed_mean`` these are the chosen value's grid runs (nothing new
+   runs, except for an optimizer whose grid has one value).
 4. Report: ``samt-report`` over the final runs into ``results/EXPERIMENT`` (or ``--out``), plus
    ``tuning.md`` with the validation scores of the grid, the chosen values, the final runs'
    significance table (the first place the test set is looked at) and the commands.
@@ -83,6 +87,9 @@ SOURCE = "{source}"   # placeholder in a variant's overrides: the source run's f
 # default of tuning.max_extensions: edge extensions per dataset and variant
 MAX_EXTENSIONS = next(f.default for f in dataclasses.fields(TuningConfig)
                       if f.name == "max_extensions")
+# tuning.choice: how a grid value is scored (one run, or the mean over every final seed)
+CHOICES = next(f.metadata["choices"] for f in dataclasses.fields(TuningConfig)
+               if f.name == "choice")
 # The keys of one entry of tuning.optimizers (samt.schema.TuningConfig.optimizers).
 VARIANT_KEYS = ("key", "grid", "tied", "optimizer", "overrides")
 
@@ -187,6 +194,9 @@ def check_tuning_keys(experiment: str, tuning: dict) -> None:
         if name in ("grid_seed", "max_extensions") and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise SystemExit(f"{where}.{name}: expected an integer >= 0, got {value!r}")
+    if tuning.get("choice", "one_seed") not in CHOICES:
+        raise SystemExit(f"{where}.choice: expected one of {', '.join(CHOICES)}, got "
+                         f"{tuning['choice']!r}")
     margins = tuning.get("margins")
     if margins is not None and not (isinstance(margins, dict) and all(
             k in tuning["datasets"] and isinstance(v, int | float) and not isinstance(v, bool)
@@ -225,7 +235,7 @@ def check_protocol(experiment: str, protocol: dict, val_fraction: float) -> None
                 sorted(set(v.grid)):
             raise SystemExit(f"{where}.optimizers.{v.name}.grid: expected increasing positive "
                              f"values, got {list(v.grid)}")
-    if protocol["grid_seed"] in protocol["seeds"]:
+    if not seed_mean(protocol) and protocol["grid_seed"] in protocol["seeds"]:
         raise SystemExit(f"{where}.seeds: the final runs must not reuse grid_seed "
                          f"{protocol['grid_seed']}")
 
@@ -246,6 +256,12 @@ def run_folder(root: Path, dataset: str, optimizer: str, key: str, value, seed: 
     """``{dataset}_{optimizer}_{key}{value}[_split{split}]_s{seed}`` under ``root``."""
     part = "" if split is None else f"_split{split}"
     return root / f"{dataset}_{optimizer}_{key}{value}{part}_s{seed}"
+
+
+def seed_mean(protocol: dict) -> bool:
+    """Whether each grid value runs on every final seed and split and is scored by the mean
+    (``tuning.choice: seed_mean``); else one run with ``grid_seed`` (``one_seed``)."""
+    return protocol.get("choice", "one_seed") == "seed_mean"
 
 
 def grid_split(protocol: dict) -> int | None:
@@ -308,18 +324,24 @@ def job(root: Path, experiment: str, dataset: str, variant: Variant, value, seed
     return Job(folder, tuple(args), _common(experiment, overrides))
 
 
-def grid_job(experiment: str, protocol: dict, runs: Path, overrides: list[str], dataset: str,
-             variant: Variant, value) -> Job:
-    """The grid run of ``variant`` at ``value`` on ``dataset`` (seed ``grid_seed``)."""
-    return job(runs / "grid", experiment, dataset, variant, value, protocol["grid_seed"],
-               overrides, source_folder(runs, protocol), grid_split(protocol))
+def grid_runs(experiment: str, protocol: dict, runs: Path, overrides: list[str], dataset: str,
+              variant: Variant, value) -> list[Job]:
+    """The grid runs of ``variant`` at ``value`` on ``dataset``: one with ``grid_seed`` on the
+    first split, or (``seed_mean``) one per seed of ``tuning.seeds`` and split."""
+    source = source_folder(runs, protocol)
+    if seed_mean(protocol):
+        return [job(runs / "grid", experiment, dataset, variant, value, seed, overrides, source,
+                    split)
+                for split in protocol.get("splits") or [None] for seed in protocol["seeds"]]
+    return [job(runs / "grid", experiment, dataset, variant, value, protocol["grid_seed"],
+                overrides, source, grid_split(protocol))]
 
 
 def grid_jobs(experiment: str, protocol: dict, runs: Path, overrides: list[str]) -> list[Job]:
     """Stage 1: every grid value of every variant with more than one, per dataset."""
-    return [grid_job(experiment, protocol, runs, overrides, dataset, v, value)
-            for dataset in protocol["datasets"] for v in variants(protocol)
-            if len(v.grid) > 1 for value in v.grid]
+    return [j for dataset in protocol["datasets"] for v in variants(protocol)
+            if len(v.grid) > 1 for value in v.grid
+            for j in grid_runs(experiment, protocol, runs, overrides, dataset, v, value)]
 
 
 def final_jobs(experiment: str, protocol: dict, runs: Path, overrides: list[str],
@@ -330,6 +352,10 @@ def final_jobs(experiment: str, protocol: dict, runs: Path, overrides: list[str]
     by_name = {v.name: v for v in variants(protocol)}
     if chosen is None:
         chosen = {(d, v.name): v.grid[0] for d in protocol["datasets"] for v in by_name.values()}
+    if seed_mean(protocol):
+        return [j for (dataset, name), value in chosen.items()
+                for j in grid_runs(experiment, protocol, runs, overrides, dataset,
+                                   by_name[name], value)]
     splits = protocol.get("splits") or [None]
     return [job(runs / "final", experiment, dataset, by_name[name], value, seed, overrides,
                 source, split)
@@ -478,6 +504,41 @@ def grid_score(folder: Path) -> tuple[float | None, bool | None]:
     return float(score), bool(summary.get("higher_is_better", True))
 
 
+@dataclass(frozen=True)
+class ValueScore:
+    """A grid value's validation score: the mean over its runs (None unless every run
+    completed with a finite validation metric), its standard error, runs scored / run."""
+
+    mean: float | None
+    se: float | None
+    scored: int
+    runs: int
+    higher: bool | None
+
+    def cell(self) -> str:
+        """tuning.md's cell: ``0.9812``, or ``0.9812 ± 0.0004`` over several runs."""
+        if self.mean is None:
+            return "failed" if self.runs == 1 else f"failed ({self.runs - self.scored} of " \
+                                                   f"{self.runs} runs)"
+        if self.runs == 1:
+            return f"{self.mean:.4g}"
+        return f"{self.mean:.4g} ± {self.se:.2g}"
+
+
+def value_score(folders: list[Path]) -> ValueScore:
+    """The mean final validation metric over ``folders`` (``grid_score`` of each) and its
+    standard error (sample std / sqrt(n)); no mean when any run failed."""
+    scored = [grid_score(f) for f in folders]
+    values = [s for s, _ in scored if s is not None]
+    higher = next((h for _, h in scored if h is not None), None)
+    if len(values) < len(folders) or not values:
+        return ValueScore(None, None, len(values), len(folders), higher)
+    mean = sum(values) / len(values)
+    se = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+          if len(values) > 1 else 0.0)
+    return ValueScore(mean, se, len(values), len(folders), higher)
+
+
 def choose(scores: dict, higher: bool) -> object | None:
     """The value with the best score (None scores left out; ties: the smaller value)."""
     valid = [(value, score) for value, score in sorted(scores.items()) if score is not None]
@@ -514,7 +575,8 @@ class Tuning:
     dataset: str
     variant: Variant
     grid: list
-    scores: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)    # value -> mean validation score or None
+    details: dict = field(default_factory=dict)   # value -> ValueScore
     higher: bool = True
     chosen: object | None = None
     extensions: list = field(default_factory=list)
@@ -538,20 +600,21 @@ def tune(experiment: str, protocol: dict, runs: Path, overrides: list[str],
         run_jobs(pending)
         pending = []
         for t in tunings:
-            t.scores = {}
             for value in t.grid:
-                folder = grid_job(experiment, protocol, runs, overrides, t.dataset, t.variant,
-                                  value).folder
-                t.scores[value], higher = grid_score(folder)
-                t.higher = t.higher if higher is None else higher
+                jobs = grid_runs(experiment, protocol, runs, overrides, t.dataset, t.variant,
+                                 value)
+                t.details[value] = value_score([j.folder for j in jobs])
+                t.scores[value] = t.details[value].mean
+                t.higher = t.higher if t.details[value].higher is None else \
+                    t.details[value].higher
             t.chosen = choose(t.scores, t.higher)
             side = t.at_edge
             if side is not None and len(t.extensions) < cap:
                 value = extend(t.grid, side)
                 t.grid = [value, *t.grid] if side == "low" else [*t.grid, value]
                 t.extensions.append(value)
-                pending.append(grid_job(experiment, protocol, runs, overrides, t.dataset,
-                                        t.variant, value))
+                pending += grid_runs(experiment, protocol, runs, overrides, t.dataset,
+                                     t.variant, value)
     return tunings
 
 
@@ -559,6 +622,10 @@ def tuning_lines(protocol: dict, tunings: list[Tuning], epochs: object) -> list[
     """The grid table of tuning.md: validation scores only."""
     split = grid_split(protocol)
     where = f"seed {protocol['grid_seed']}" + ("" if split is None else f", split {split}")
+    if seed_mean(protocol):
+        splits = protocol.get("splits")
+        where = (f"mean ± standard error over seeds {protocol['seeds']}"
+                 + (f" x splits {splits}" if splits else ""))
     lines = [f"| dataset | optimizer | key (tied) | grid runs x epochs | validation metric "
              f"per value ({where}) | chosen | edge extensions |", "|---|---|---|---|---|---|---|"]
     by_key = {(t.dataset, t.variant.name): t for t in tunings}
@@ -572,8 +639,7 @@ def tuning_lines(protocol: dict, tunings: list[Tuning], epochs: object) -> list[
                 lines.append(f"| {dataset} | {v.name} | {key} | 0 | fixed by the preset | "
                              f"{v.grid[0]} | - |")
                 continue
-            cells = ", ".join(f"{value:g}: {'failed' if s is None else f'{s:.4g}'}"
-                              for value, s in t.scores.items())
+            cells = ", ".join(f"{value:g}: {t.details[value].cell()}" for value in t.grid)
             if t.extensions:
                 note = "added " + ", ".join(f"{x:g}" for x in t.extensions)
                 if t.at_edge:
@@ -581,7 +647,8 @@ def tuning_lines(protocol: dict, tunings: list[Tuning], epochs: object) -> list[
             else:
                 note = "none" if not t.at_edge else f"at the {t.at_edge} edge; cap {cap} is 0"
             chosen = "every run failed" if t.chosen is None else f"{t.chosen:g}"
-            lines.append(f"| {dataset} | {v.name} | {key} | {len(t.grid)} x {epochs} | "
+            runs = sum(d.runs for d in t.details.values())
+            lines.append(f"| {dataset} | {v.name} | {key} | {runs} x {epochs} | "
                          f"{cells} | {chosen} | {note} |")
     return lines
 
@@ -646,8 +713,8 @@ def reproduce(argv: list[str] | None = None) -> None:
         (d, v.name): v.grid[0] for d in protocol["datasets"] for v in variants(protocol)
         if len(v.grid) == 1}
     for t in tunings:
-        folders["grid"] += [grid_job(experiment, protocol, runs, overrides, t.dataset,
-                                     t.variant, value).folder for value in t.grid]
+        folders["grid"] += [j.folder for value in t.grid for j in grid_runs(
+            experiment, protocol, runs, overrides, t.dataset, t.variant, value)]
         if t.chosen is None:
             if args.dry_run:  # nothing ran: plan the finals at the grid's first value
                 chosen[(t.dataset, t.variant.name)] = t.grid[0]
@@ -660,7 +727,8 @@ def reproduce(argv: list[str] | None = None) -> None:
     lines += tuning_lines(protocol, tunings, epochs)
 
     finals = final_jobs(experiment, protocol, runs, overrides, chosen)
-    folders["final"] = [j.folder for j in finals]
+    in_grid = set(folders["grid"])
+    folders["final"] = [j.folder for j in finals if j.folder not in in_grid]
     stages.run("final", finals)
     if args.dry_run:
         print(f"(dry run: finals at the first grid value; the choice needs the grid runs)\n"
@@ -669,19 +737,31 @@ def reproduce(argv: list[str] | None = None) -> None:
         return
 
     margins = [f"--margin={d}={m:g}" for d, m in (protocol.get("margins") or {}).items()]
-    subprocess.run([sys.executable, "-m", "samt.report.cli", str(runs / "final"), "--out",
+    reported = ([str(j.folder) for j in finals if (j.folder / "summary.json").is_file()]
+                if seed_mean(protocol) else [str(runs / "final")])
+    subprocess.run([sys.executable, "-m", "samt.report.cli", *reported, "--out",
                     str(out), "--columns", "per-row", *margins], check=True)
     command = " ".join(["samt-reproduce", *(shlex.quote(a) for a in (args.experiment,
                                                                         *args.overrides))])
     splits = protocol.get("splits")
     seeds = (f"seeds {protocol['seeds']}" + (f" on splits {splits}" if splits else ""))
     table = out / "significance.md"  # written by samt-report after the choice
+    if seed_mean(protocol):
+        protocol_text = (
+            "Protocol: docs/tuning.md (`tuning.choice: seed_mean`). Every grid value runs on "
+            f"{seeds}; each optimizer's step size per dataset is the value with the best **mean "
+            "final validation metric** over those runs (a held-out part of the training set, "
+            "`data.val_fraction`; a value scores only when all its runs completed). The final "
+            "runs are the chosen value's runs; the test set is read only for them.")
+    else:
+        protocol_text = (
+            "Protocol: docs/tuning.md. Grid runs choose each optimizer's step size per dataset "
+            "by the final **validation** metric (a held-out part of the training set, "
+            "`data.val_fraction`); the test set is read only for the final runs, which use "
+            f"other seeds ({seeds}).")
     (out / "tuning.md").write_text(
         f"# Tuning record: {args.experiment}\n\nReproduce: `{command}`\n\n"
-        "Protocol: docs/tuning.md. Grid runs choose each optimizer's step size per dataset by "
-        "the final **validation** metric (a held-out part of the training set, "
-        "`data.val_fraction`); the test set is read only for the final runs, which use other "
-        f"seeds ({seeds}).\n\n## Grid (validation)\n\n" + "\n".join(lines)
+        + protocol_text + "\n\n## Grid (validation)\n\n" + "\n".join(lines)
         + "\n\n## Final runs (test)\n\n"
         + (table.read_text() if table.is_file() else "See report.md (fewer than two final "
            "runs per optimizer: no significance table).\n")
