@@ -20,13 +20,14 @@ if TYPE_CHECKING:
     from samt.optim.baselines import TorchOptimizerStep
     from samt.optim.blocks import SAMTModelError, split_blocks, split_units
     from samt.optim.factory import OPTIMIZERS, build_optimizer, takes_model
-    from samt.optim.samt import SAMT, MetaInitError, SavedMeta, read_meta
+    from samt.optim.meta_file import MetaInitError, SavedMeta, read_meta
+    from samt.optim.samt import SAMT
     from samt.optim.step_stats import STAT_NAMES
 
 _LAZY = {
     "SAMT": "samt.optim.samt", "STAT_NAMES": "samt.optim.step_stats",
-    "MetaInitError": "samt.optim.samt", "read_meta": "samt.optim.samt",
-    "SavedMeta": "samt.optim.samt",
+    "MetaInitError": "samt.optim.meta_file", "read_meta": "samt.optim.meta_file",
+    "SavedMeta": "samt.optim.meta_file",
     "SAMTModelError": "samt.optim.blocks", "split_blocks": "samt.optim.blocks",
     "split_units": "samt.optim.blocks",
     "TorchOptimizerStep": "samt.optim.baselines",

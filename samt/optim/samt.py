@@ -29,13 +29,12 @@ file (``read_meta``), or from a ``SavedMeta`` that the caller read from elsewher
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -64,42 +63,23 @@ from samt.optim.components import (
     step_shape,
     theta_init,
 )
+from samt.optim.meta_file import (  # noqa: F401  (re-exported: their import path of old)
+    META_FORMAT,
+    META_VERSION,
+    SIGNATURE_KEYS,
+    MetaInitError,
+    SavedMeta,
+    check_fits,
+    load_tensors,
+    read_meta,
+    unpack_meta,
+    write_meta,
+)
 from samt.optim.options import DEFAULTS
 from samt.optim.passes import Passes, build_passes
 from samt.optim.step_stats import BlockStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-META_FORMAT = "samt_meta"   # the ``format`` field of a ``save_meta`` file
-META_VERSION = 1
-# What must match for meta-parameters to be loaded (``SAMT.meta_signature``), in message order.
-SIGNATURE_KEYS = ("step_type", "projection", "features", "features_per_group", "eta_shared",
-                  "eta_hidden", "block_sizes", "theta_shapes")
-
-
-class MetaInitError(ValueError):
-    """``meta_init`` names no usable file, or one whose meta-parameters do not fit.
-
-    ``source`` is what was given, ``detail`` the rest of the message: why, naming the file read
-    and what differs (it starts with ``": "`` or a space); ``str()`` is
-    ``meta_init=<source><detail>``. A caller that knows ``source`` under another name (a config
-    key) writes its own prefix before ``detail``.
-    """
-
-    def __init__(self, source: str | os.PathLike, detail: str):
-        self.source, self.detail = source, detail
-        super().__init__(f"meta_init={str(source)!r}{detail}")
-
-
-class SavedMeta(NamedTuple):
-    """Meta-parameters to start from: the ``file`` they were read from, the ``meta``
-    ``state_dict`` (eta models and ``theta``) and the ``signature`` of the optimizer that
-    trained them (``SAMT.meta_signature``)."""
-
-    file: Path
-    meta: dict[str, torch.Tensor]
-    signature: dict[str, Any]
-
-
 @dataclass
 class _Fast:
     """What the analytic meta-gradient of a sigmoid-projected step needs (``_meta_update``).
@@ -893,10 +873,10 @@ class SAMT:
     def save_meta(self, path: str | os.PathLike) -> None:
         """Write the meta-parameters (eta models and ``theta``) to ``path`` for ``meta_init``.
 
-        The file (``torch.load(weights_only=True)`` reads it) holds ``format``, ``version``,
-        ``meta`` (``state_dict()["meta"]``, on the CPU) and ``config``: ``meta_signature()``
-        plus the knobs that shaped the training (combine, eta0, eta_min, eta_max, meta_mode,
-        group_size) and the iterations trained. Written atomically (temporary file, rename).
+        The file (``samt.optim.meta_file``; ``torch.load(weights_only=True)`` reads it) holds
+        ``meta`` (``state_dict()["meta"]``, on the CPU), its ``checksum``, and ``config``:
+        ``meta_signature()`` plus the knobs that shaped the training (combine, eta0, eta_min,
+        eta_max, meta_mode, group_size) and the iterations trained. Written atomically.
         """
         if not self.learns:
             raise ValueError("combine='fixed' learns no step sizes: there are no "
@@ -904,17 +884,7 @@ class SAMT:
         config = {**self.meta_signature(), "combine": self.combine, "eta0": self.eta0,
                   "eta_min": self.eta_min, "eta_max": self.eta_max, "meta_mode": self.meta_mode,
                   "group_size": self.group_size, "iterations": self.iteration}
-        payload = {"format": META_FORMAT, "version": META_VERSION, "config": config,
-                   "meta": {k: v.detach().cpu().clone() for k, v in self.meta.state_dict().items()}}
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_meta(path, self.meta.state_dict(), config)
 
     def load_meta(self, source: str | os.PathLike | SavedMeta) -> Path:
         """Load meta-parameters from ``source``: the path of a ``save_meta`` file, or a
@@ -929,20 +899,9 @@ class SAMT:
         if not self.learns:
             raise MetaInitError(given, " cannot be used: combine='fixed' learns no step sizes, "
                                 "so there are no meta-parameters to initialize")
-        file, meta, theirs = source if isinstance(source, SavedMeta) else read_meta(source)
-        mine = self.meta_signature()
-        diffs = [f"{k}: {_short(theirs.get(k, '<absent>'))} in {file}, {_short(mine[k])} here"
-                 for k in SIGNATURE_KEYS if _plain(theirs.get(k, "<absent>")) != _plain(mine[k])]
-        own = self.meta.state_dict()
-        if not diffs:
-            diffs = [f"{k}: {list(meta[k].shape) if k in meta else '<absent>'} in {file}, "
-                     f"{list(own[k].shape) if k in own else '<absent>'} here"
-                     for k in sorted(set(own) | set(meta))
-                     if k not in meta or k not in own or meta[k].shape != own[k].shape]
-        if diffs:
-            raise MetaInitError(given, " does not fit this model and optimizer: "
-                                + "; ".join(diffs[:6])
-                                + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        saved = source if isinstance(source, SavedMeta) else read_meta(source)
+        check_fits(given, saved, self.meta_signature(), self.meta.state_dict())
+        file, meta, _ = saved
         self.meta.load_state_dict(meta)
         self.meta_init = Path(file)
         return self.meta_init
@@ -973,40 +932,6 @@ class SAMT:
         self.param_updates = state["param_updates"]
         self.skipped_total = state["skipped_total"]
         self.generator.set_state(state["generator"])
-
-
-def read_meta(path: str | os.PathLike) -> SavedMeta:
-    """The meta-parameters in a file written by ``save_meta``. Raises ``MetaInitError`` when
-    there is no such file, it cannot be read, or it is not such a file."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise MetaInitError(path, ": no such file (give a file written by SAMT.save_meta)")
-    return unpack_meta(load_tensors(file, path), file)
-
-
-def load_tensors(file: Path, source: str | os.PathLike) -> Any:
-    """``torch.load`` of ``file`` (tensors only); ``MetaInitError`` for ``source`` naming the
-    file when it is truncated, corrupt or not a torch file at all."""
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise MetaInitError(source, f": {file} cannot be read ({type(exc).__name__}: "
-                                    f"{detail})") from None
-
-
-def unpack_meta(payload: Any, file: Path) -> SavedMeta:
-    """The meta-parameters in ``payload``, the content of a ``save_meta`` file read from
-    ``file``. Raises ``MetaInitError`` when it is not one, or holds no meta-parameters."""
-    if not isinstance(payload, dict) or payload.get("format") != META_FORMAT:
-        raise MetaInitError(file, f": {file} is not a file written by SAMT.save_meta")
-    meta, signature = payload.get("meta"), payload.get("config")
-    if not isinstance(meta, dict) or not isinstance(signature, dict):
-        raise MetaInitError(file, f": {file} has no readable meta-parameters")
-    if not meta:
-        raise MetaInitError(file, f": {file} holds no meta-parameters (it was written with "
-                                  "combine='fixed', which learns no step sizes)")
-    return SavedMeta(file, meta, signature)
 
 
 # ``direct_adam_step`` in use (False: always ``Optimizer.step``; the tests compare the two).
@@ -1051,18 +976,6 @@ def direct_adam_step(opt: torch.optim.Optimizer,
 def _hyper(group: dict) -> dict:
     """An optimizer param group's hyper-parameters (everything but its parameters)."""
     return {key: value for key, value in group.items() if key != "params"}
-
-
-def _plain(value: Any) -> Any:
-    """Lists for tuples (a signature read back from a file compares equal to a fresh one)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _short(value: Any) -> str:
-    text = repr(_plain(value))
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
