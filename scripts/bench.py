@@ -82,8 +82,6 @@ def optimizer_grid(depth_case: bool, compiled: bool = False) -> dict[str, dict]:
         hd = {"name": "samt", "step_type": "scalar", "meta_mode": "hypergradient",
               "meta_optimizer": "sgd", "meta_lr": 0.1, "eta0": 0.3, "eta_max": 1.0}
         grid["samt_s_hd"] = hd
-        grid["samt_s_hd trace 0.9"] = {**hd, "meta_trace": 0.9}
-        grid["samt_s_hd anchor 0.1"] = {**hd, "meta_anchor": 0.1}
     if compiled:
         grid.update({f"{label} compiled": {**grid[label], "compile": True} for label in COMPILED})
     return grid

@@ -98,9 +98,6 @@ def test_samt_presets_set_their_step_type(monkeypatch, tmp_path):
     ("optimizer=samt_e optimizer.features=[mean,skew]", "optimizer.features"),
     ("optimizer=samt_e optimizer.group_size=-1", "optimizer.group_size"),
     ("optimizer=samt_e optimizer.features_per_group=true", "optimizer.features_per_group"),
-    ("optimizer=samt_s_hd optimizer.meta_trace=1.5", "optimizer.meta_trace"),
-    ("optimizer=samt_e optimizer.meta_trace=0.5", "optimizer.meta_trace"),  # exact mode
-    ("optimizer=samt_s_hd optimizer.meta_anchor=-1.0", "optimizer.meta_anchor"),
     ("model.hidden=[]", "model.hidden"),
 ])
 def test_bad_values_name_the_key(override, key, monkeypatch, tmp_path):

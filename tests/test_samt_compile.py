@@ -69,7 +69,7 @@ CASES = [
     {"step_type": "element", "meta_mode": "lookahead", "combine": "learned"},
     {"step_type": "scalar", "meta_mode": "exact"},
     {"step_type": "row", "meta_mode": "exact", "features_per_group": True},
-    {"step_type": "column", "meta_mode": "hypergradient", "meta_normalize": True},
+    {"step_type": "column", "meta_mode": "hypergradient"},
 ]
 
 

@@ -69,17 +69,17 @@ def step(theta: torch.Tensor, z_m: torch.Tensor, b0: torch.Tensor, c: torch.Tens
 
 
 def meta(g: torch.Tensor, g_new: torch.Tensor, extras: list[torch.Tensor],
-         norm: torch.Tensor | None, s: torch.Tensor | None, theta: torch.Tensor,
+         s: torch.Tensor | None, theta: torch.Tensor,
          z_m: torch.Tensor, c: torch.Tensor, beta_shape: tuple[int, ...] | None,
          z_shape: tuple[int, ...]) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None,
                                             torch.Tensor, torch.Tensor]:
     """The analytic meta-gradient of ``-sum(eta * P)`` (``_meta_update_fast``).
 
-    ``P = g' * g`` summed to the step's shape, plus the folded bias terms ``extras``, times
-    ``norm``. ``s`` is the step's sigmoid if it was kept, else recomputed from ``theta`` and
-    ``z_m``. Returns the ``theta`` gradient ``-P c s (1 - s)`` (None when ``s`` was given: it is
-    then written into ``s``, no new full-size tensor), ``sum(P s)`` to ``c``'s shape,
-    ``sum(P)`` to ``beta_shape`` (None without), the ``z_m`` adjoint and the finiteness check.
+    ``P = g' * g`` summed to the step's shape, plus the folded bias terms ``extras``. ``s`` is
+    the step's sigmoid if it was kept, else recomputed from ``theta`` and ``z_m``. Returns the
+    ``theta`` gradient ``-P c s (1 - s)`` (None when ``s`` was given: it is then written into
+    ``s``, no new full-size tensor), ``sum(P s)`` to ``c``'s shape, ``sum(P)`` to
+    ``beta_shape`` (None without), the ``z_m`` adjoint and the finiteness check.
     """
     shape = theta.shape
     prod = g * g_new
@@ -92,8 +92,6 @@ def meta(g: torch.Tensor, g_new: torch.Tensor, extras: list[torch.Tensor],
         p = prod.sum(dim=dims, keepdim=True).reshape(shape)
     for extra in extras:
         p = p + extra
-    if norm is not None:
-        p = p * norm
     sig = torch.sigmoid(theta + z_m) if s is None else s
     sum_p = p.sum_to_size(beta_shape) if beta_shape is not None else None
     ps = p * sig

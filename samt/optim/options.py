@@ -29,13 +29,6 @@ class SAMTOptions:
     meta_lr: float = 1e-3             # learning rate of the meta-optimizer
     meta_optimizer: str = "adam"      # adam | sgd
     meta_interval: int = 1            # meta-update every n-th iteration
-    meta_normalize: bool = False      # meta-gradient from g'.g / (|g'| |g|) per block: the
-                                      # cosine, free of the gradients' scale (not in the paper)
-    meta_trace: float = 0.0           # next-batch modes: g' against a decaying trace of past
-                                      # gradients (horizon ~1/(1-d) steps), not g (not in the paper)
-    meta_anchor: float = 0.0          # rho >= 0: meta-loss + rho/2 |(eta - eta0) g|^2 over the
-                                      # block's weights, a pull of the applied step towards eta0
-                                      # that keeps the gate alive (not in the paper)
     features: tuple[str, ...] = FEATURE_NAMES   # gradient features the eta models read
     features_per_group: bool = False  # per row/column features (row and column types)
     eta_hidden: int = 32              # width of each eta model

@@ -138,24 +138,6 @@ class SAMT:
         meta_mode: ``exact`` | ``lookahead`` | ``hypergradient``; ``meta_interval``: every n-th
             iteration only.
         meta_lr, meta_optimizer: learning rate and kind (``adam`` | ``sgd``) of the meta optimizer.
-        meta_normalize: divide each block's ``g' * g`` by ``|g'| |g|`` (over the block's
-            weights and biases), so the meta-gradient sums to minus the cosine of ``g'`` and
-            ``g``: hypergradient descent's normalized form, free of the gradients' and the
-            loss's scale (a deviation from the paper; docs/algorithm.md).
-        meta_trace: ``d`` in [0, 1), hypergradient mode only: the meta-gradient pairs ``g'``
-            with the trace ``u = g + d * u_prev`` of the block's past gradients instead of its
-            last gradient ``g`` (``0``: ``g``, one-step hypergradient descent). To first order
-            this is ``d loss / d eta`` for a step held over the last ``~1/(1-d)`` updates, the
-            longer horizon that counters the short-horizon bias of one-step meta-objectives
-            (a deviation from the paper; docs/algorithm.md).
-        meta_anchor: ``rho >= 0``: the meta-loss gains ``rho/2 * sum(((eta - eta0) * g)^2)``
-            over the block's weights (``g``: the visit's kept gradient; biases left out): half
-            the squared distance, times ``rho``, between the update the learned step applied
-            and the one ``eta0`` would have applied. Its gradient ``rho * sum_to_step(g^2) *
-            (eta - eta0)`` joins ``d loss / d eta = -g' * g``, so a step leaves ``eta0`` only as
-            far as the gradients' correlation pays for, and the gate ``beta`` is pulled towards
-            ``eta0`` whenever ``eta_hat`` drifts (``0``: the paper's meta-loss; a deviation from
-            the paper; docs/algorithm.md).
         features: subset of ``mean, var, max, min, norm``; ``features_per_group``: per row
             (row type) or column (column type).
         eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
@@ -191,9 +173,6 @@ class SAMT:
                  combine: str = DEFAULTS.combine, meta_mode: str = DEFAULTS.meta_mode,
                  meta_lr: float = DEFAULTS.meta_lr, meta_optimizer: str = DEFAULTS.meta_optimizer,
                  meta_interval: int = DEFAULTS.meta_interval,
-                 meta_normalize: bool = DEFAULTS.meta_normalize,
-                 meta_trace: float = DEFAULTS.meta_trace,
-                 meta_anchor: float = DEFAULTS.meta_anchor,
                  features: Sequence[str] = DEFAULTS.features,
                  features_per_group: bool = DEFAULTS.features_per_group,
                  eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
@@ -217,13 +196,6 @@ class SAMT:
                                 if projection == "sigmoid" else ""))
         if meta_interval < 1:
             raise ValueError(f"meta_interval must be >= 1, got {meta_interval}")
-        if not 0.0 <= meta_trace < 1.0:
-            raise ValueError(f"meta_trace must lie in [0, 1), got {meta_trace}")
-        if meta_trace and meta_mode != "hypergradient":
-            raise ValueError(f"meta_trace={meta_trace} needs meta_mode hypergradient, "
-                             f"got {meta_mode!r}")
-        if not meta_anchor >= 0.0:
-            raise ValueError(f"meta_anchor must be >= 0, got {meta_anchor}")
         if features_per_group and step_type not in ("row", "column"):
             raise ValueError("features_per_group=true needs step_type row or column, "
                              f"got {step_type!r}")
@@ -234,9 +206,6 @@ class SAMT:
         self.projection, self.tanh_c = projection, tanh_c
         self.eta0, self.eta_min, self.eta_max = eta0, eta_min, eta_max
         self.meta_interval, self.order = meta_interval, order
-        self.meta_normalize = bool(meta_normalize)
-        self.meta_trace = float(meta_trace)
-        self.meta_anchor = float(meta_anchor)
         self.compile = bool(compile)  # set to False where compiling fails (``_fused``)
         self.compile_error: str | None = None  # why, then
         self.feature_idx = feature_indices(list(features))
@@ -477,34 +446,6 @@ class SAMT:
                           None if clamped else [s.fast for s in steps])
         return _Visit(phis, grads, [s.eta for s in steps] if keep_graph else None, clamped)
 
-    def _cosine_scale(self, grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]]
-                      ) -> torch.Tensor | None:
-        """``1 / (|g'| |g|)`` over the block's gradients (``meta_normalize``), else None: the
-        scaled ``g' * g`` sums to the cosine of the two gradients. A zero gradient gives a
-        zero meta-gradient (no step), not a division by zero. Taken before the products
-        overwrite ``g``; a tensor, so no host sync."""
-        if not self.meta_normalize:
-            return None
-        pairs = list(grad_of.values())
-        old = torch.stack([torch.linalg.vector_norm(g) for g, _ in pairs]).norm()
-        new = torch.stack([torch.linalg.vector_norm(g_new) for _, g_new in pairs]).norm()
-        denominator = old * new
-        return torch.where(denominator > 0, 1.0 / denominator.clamp_min(1e-30),
-                           torch.zeros_like(denominator))
-
-    def _anchor_energy(self, g: torch.Tensor, step_shape: torch.Size | tuple[int, ...]
-                       ) -> torch.Tensor | None:
-        """``g^2`` summed to the step's shape (``meta_anchor``), else None; taken before the
-        meta-gradient's product overwrites ``g``."""
-        if not self.meta_anchor:
-            return None
-        return hypergradient_product(g, g, step_shape)
-
-    def _anchor_pull(self, energy: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-        """``d (rho/2 sum(energy (eta - eta0)^2)) / d eta``: what ``meta_anchor`` subtracts
-        from ``g' * g`` (whose negative is the meta-loss's ``d / d eta``)."""
-        return energy.mul_(eta - self.eta0 * self.scale).mul_(self.meta_anchor)
-
     def _meta_update(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
                      meta_loss: torch.Tensor) -> None:
         """Meta-step of block ``k``: ``d loss / d eta = -g' * g`` back through ``eta_bar``."""
@@ -524,20 +465,14 @@ class SAMT:
                 etas.append(step.eta)
         grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
                            strict=True))
-        norm = self._cosine_scale(grad_of)
         surrogate = meta_loss.new_zeros(())
         for unit, eta in zip(block.units, etas, strict=True):
             g, g_new = grad_of[id(unit.weight)]
-            energy = self._anchor_energy(g, eta.shape)
             # d loss / d eta = -product; formed in g's storage (g is not needed after this)
             product = hypergradient_product(g_new, g, eta.shape, inplace=True)
             for p in unit.secondaries:  # the bias steps are linear in eta: fold them in
                 g, g_new = grad_of[id(p)]
                 product.add_(secondary_step_adjoint(g_new * g, eta.shape, p))
-            if energy is not None:
-                product.sub_(self._anchor_pull(energy, eta.detach()))
-            if norm is not None:
-                product.mul_(norm)
             surrogate = surrogate - torch.dot(eta.reshape(-1), product.reshape(-1))
             del product
         del grad_of, etas
@@ -562,13 +497,11 @@ class SAMT:
         # weight's g' is dropped once P = g' * g is formed; the other modes use g' again.
         release = self.meta_mode == "exact"
         index = {id(p): i for i, p in enumerate(block.params)} if release else {}
-        norm = self._cosine_scale(grad_of)
         thetas, theta_grads, backs, checks = [], [], [], [meta_loss]
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
             theta = self.meta.theta[self._theta_offset[k] + i]
-            result = (self._fused_meta(unit, info, theta, grad_of, norm)
-                      if self._compiles(grad_of[id(unit.weight)][0]) and not self.meta_anchor
-                      else None)
+            result = (self._fused_meta(unit, info, theta, grad_of)
+                      if self._compiles(grad_of[id(unit.weight)][0]) else None)
             if result is not None:
                 grad, sum_ps, sum_p, adjoint, check = result
                 thetas.append(theta)
@@ -578,7 +511,6 @@ class SAMT:
                 checks.append(check)
                 continue
             g, g_new = grad_of[id(unit.weight)]
-            energy = self._anchor_energy(g, theta.shape)
             product = hypergradient_product(g_new, g, theta.shape, inplace=True)
             if release:  # exact mode: nothing reads g' after this; free it before s is formed
                 new_grads[index[id(unit.weight)]] = None
@@ -590,13 +522,6 @@ class SAMT:
             if info.s is None:  # not kept from the visit: formed here, after g' is freed
                 with torch.no_grad():
                     info.s = torch.add(theta, info.z_m).sigmoid_()
-            if energy is not None:  # the applied step, eta = beta eta0 + c s
-                eta = info.c * info.s
-                if info.beta is not None:
-                    eta = eta + info.beta * eta0
-                product.sub_(self._anchor_pull(energy, eta))
-            if norm is not None:
-                product.mul_(norm)
             if info.beta is not None:  # (a copy where no sum is needed: product changes next)
                 sum_p = (product.sum_to_size(info.beta.shape) if info.beta.shape != product.shape
                          else product.clone())
@@ -624,8 +549,7 @@ class SAMT:
         self._meta_finish(k, torch.stack(checks).sum(), meta_loss, backward)
 
     def _fused_meta(self, unit: Any, info: _Fast, theta: torch.Tensor,
-                    grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]],
-                    norm: torch.Tensor | None) -> tuple | None:
+                    grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> tuple | None:
         """``_meta_update_fast``'s chain for one unit through the compiled ``fused.meta``:
         (``theta`` gradient, ``sum(P s)``, ``sum(P)`` or None, ``z_m`` adjoint, check), or None
         where compiling fails. The gradient is written into a kept ``s``, else a new tensor."""
@@ -635,7 +559,7 @@ class SAMT:
         for p in unit.secondaries:  # the bias terms, folded in as on the eager path
             g_p, g_new_p = grad_of[id(p)]
             extras.append(secondary_step_adjoint(g_new_p * g_p, shape, p))
-        result = self._fused("meta", g, g_new, extras, norm, info.s, theta.detach(),
+        result = self._fused("meta", g, g_new, extras, info.s, theta.detach(),
                              info.z_m.detach(), info.c,
                              None if info.beta is None else tuple(info.beta.shape),
                              tuple(info.z_m.shape))
@@ -762,17 +686,6 @@ class SAMT:
         return (self.batch_meta and meta_now and not self.shared
                 and self.meta_mode in ("exact", "lookahead"))
 
-    def _extend_trace(self, k: int, grads: list[torch.Tensor]) -> list[torch.Tensor] | None:
-        """``meta_trace``: the trace ``g + d * u`` to keep for block ``k``'s next meta-update in
-        place of its gradients ``grads``, ``u`` the trace kept from its last visit (None: keep
-        ``grads``, as without a trace or at the first visit)."""
-        prev = self._prev.get(k) if self.meta_trace and self.learns else None
-        if prev is None:
-            return None
-        with torch.no_grad():
-            return [torch.add(g, u, alpha=self.meta_trace)
-                    for g, u in zip(grads, prev.grads, strict=True)]
-
     def _block_order(self) -> list[int]:
         n = len(self.blocks)
         if self.order == "top_down":
@@ -811,15 +724,12 @@ class SAMT:
             if pending is not None:
                 self._meta_update(pending[0], pending[1], grads.pop(pending[0]), loss)
                 pending = None  # g' and the visit's g are freed here, before the next step
-            trace = self._extend_trace(k, grads[k])  # before the meta-update reuses its storage
             if meta_now and self.meta_mode == "hypergradient" and k in self._prev:
                 self._meta_update(k, self._prev.pop(k), grads[k], loss)
             visit = self._apply(k, loss, grads[k], keep_graph=self._keep_graph(meta_now))
             grads = {}
             if visit is None or not self.learns:
                 continue
-            if trace is not None:
-                visit.grads = trace
             if self.meta_mode == "exact":
                 pending = (k, visit) if meta_now else None
             else:
