@@ -29,8 +29,11 @@ install:  ## virtualenv + editable install with dev extras + the default dataset
 data:  ## prepare MNIST and Fashion-MNIST under $(DATA_ROOT) (no-op when present)
 	$(BIN)/samt-data mnist fashion_mnist --root $(DATA_ROOT)
 
-test:  ## fast offline test suite
-	$(BIN)/python -m pytest
+# make test runs its tests in TEST_WORKERS processes (pytest-xdist; auto: one per CPU)
+TEST_WORKERS ?= auto
+
+test:  ## fast offline test suite (TEST_WORKERS processes at once: pytest-xdist; auto = one per CPU)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-data:  ## every test that reads real datasets from $(DATA_ROOT), slow runs included
 	$(BIN)/python -m pytest -m real_data

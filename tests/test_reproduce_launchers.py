@@ -98,6 +98,7 @@ run_main()
 """
 
 
+@pytest.mark.slow  # a real process (make test-slow)
 def test_slurm_stage_renders_one_sbatch_array(tmp_path):
     """The grid stage of the CIFAR table on SLURM with ``device=cuda``: the real ``samt-run
     -m`` command of the stage, through the job-list sweeper and Hydra's submitit plugin, up to

@@ -123,6 +123,7 @@ def test_every_samt_preset_trains_end_to_end(preset, tmp_path):
     assert summary["final"]["test_metric"] > 20.0  # chance is 10 %
 
 
+@pytest.mark.slow  # a real process (make test-slow)
 def test_samt_in_your_loop_example_runs():
     from conftest import REPO
 

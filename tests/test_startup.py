@@ -52,6 +52,7 @@ def test_the_lazy_optim_package_still_exports_its_names():
         optim.nothing  # noqa: B018
 
 
+@pytest.mark.slow  # a real process (make test-slow)
 def test_a_run_imports_neither_torchvision_nor_scikit_learn_unless_its_dataset_needs_them(
         tmp_path):
     """The runner and the dataset registry load without them (they cost seconds per run and
