@@ -228,12 +228,45 @@ def _group_by_prefix(units: list[Unit], group_size: int, prefixes: list[str]) ->
         raise ValueError(f"group_by must list module-name prefixes (strings), got {prefixes}")
     blocks: dict[str | int, list[Unit]] = {}
     for i, unit in enumerate(units):
-        key = next((p for p in prefixes if p in ("", unit.name)
-                    or unit.name.startswith(p + ".")), i)
-        blocks.setdefault(key, []).append(unit)
+        blocks.setdefault(group_key(unit.name, i, prefixes), []).append(unit)
     unused = [p for p in prefixes if p not in blocks]
     if unused:
         known = ", ".join(u.name for u in units[:12]) + (", ..." if len(units) > 12 else "")
         raise ValueError(f"group_by: no trained layer is named {unused[0]!r} or lies under it; "
                          f"the layers are: {known}")
     return [Block(members) for members in blocks.values()]
+
+
+def group_key(name: str, index: int, prefixes: Sequence[str]) -> str | int:
+    """The block that the ``index``-th unit, named ``name``, joins under ``group_by``
+    ``prefixes``: the first prefix it equals or lies under, else a block of its own."""
+    return next((p for p in prefixes if p in ("", name) or name.startswith(p + ".")), index)
+
+
+def count_blocks(names: Sequence[str], group_size: int = 1,
+                 group_by: Sequence[str] | str | None = None) -> int:
+    """How many blocks ``group_units`` makes of units named ``names`` (in order), without
+    checking the options (``group_units`` does)."""
+    if group_by:
+        prefixes = [group_by] if isinstance(group_by, str) else list(group_by)
+        return len({group_key(name, i, prefixes) for i, name in enumerate(names)})
+    if not names:
+        return 0
+    return 1 if group_size <= 0 else -(-len(names) // group_size)
+
+
+def block_grads(blocks: Sequence[Block], wanted: set[int], loss: torch.Tensor,
+                allow_unused: bool = False) -> dict[int, list[torch.Tensor]]:
+    """``d loss / d params`` of each block in ``wanted``, one backward for all: block index ->
+    gradients in ``Block.params`` order. ``allow_unused``: a parameter the loss does not reach
+    gets zeros (graph engines, where a block may not feed the loss)."""
+    order = sorted(wanted)
+    params = [p for k in order for p in blocks[k].params]
+    options = {"allow_unused": True, "materialize_grads": True} if allow_unused else {}
+    grads = torch.autograd.grad(loss, params, **options)
+    out, start = {}, 0
+    for k in order:
+        n = len(blocks[k].params)
+        out[k] = list(grads[start:start + n])
+        start += n
+    return out

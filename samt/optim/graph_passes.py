@@ -35,7 +35,7 @@ from torch import fx
 from torch.fx.node import map_aggregate, map_arg
 from torch.nn import functional as F
 
-from samt.optim.blocks import Block, PassContext, SAMTModelError
+from samt.optim.blocks import Block, PassContext, SAMTModelError, block_grads
 from samt.optim.graph_units import FUNCTIONAL_DROPOUTS, TracedModel, trace_units
 
 _STALE = object()   # a node value that must be recomputed
@@ -124,15 +124,9 @@ class GraphPasses:
                 vals[i] = self._run(i, node)
             attached[i] = grad
         loss = loss_fn(output, targets)
-        params = [p for k in sorted(wanted) for p in self.blocks[k].params]
-        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        out = block_grads(self.blocks, wanted, loss, allow_unused=True)
         for i in need:  # this pass consumed their autograd graph: keep the values only
             vals[i], attached[i] = _detach(vals[i]), False
-        out, start = {}, 0
-        for k in sorted(wanted):
-            n = len(self.blocks[k].params)
-            out[k] = list(grads[start:start + n])
-            start += n
         return loss.detach(), out
 
     def finish(self) -> None:

@@ -27,6 +27,7 @@ from samt.optim.blocks import (
     Block,
     PassContext,
     SAMTModelError,
+    block_grads,
     group_units,
     needs_context,
     split_units,
@@ -141,15 +142,9 @@ class SequentialPasses:
         if start < top:
             self._inp[top] = h.detach()
         loss = loss_fn(h, targets)
-        params = [p for k in sorted(wanted) for p in self.blocks[k].params]
-        grads = torch.autograd.grad(loss, params)
+        out = block_grads(self.blocks, wanted, loss)
         for j in range(low + 1, top + 1):
             self._attached[j] = False  # this pass's graph down to block `low` is consumed
-        out, i = {}, 0
-        for k in sorted(wanted):
-            n = len(self.blocks[k].params)
-            out[k] = list(grads[i:i + n])
-            i += n
         return loss.detach(), out
 
     def finish(self) -> None:

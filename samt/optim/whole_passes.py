@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samt.optim.blocks import Block
+from samt.optim.blocks import Block, block_grads
 
 
 class WholePasses:
@@ -54,17 +54,11 @@ class WholePasses:
                 _set_rng_state(self._rng_after, self._inputs.device)
         self._output = None  # consumed by this backward
         loss = loss_fn(output, targets)
-        params = [p for k in sorted(wanted) for p in self.blocks[k].params]
-        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        out = block_grads(self.blocks, wanted, loss, allow_unused=True)
         if saved is not None:  # after the backward, which may read them (BatchNorm)
             with torch.no_grad():
                 for buffer, value in saved:
                     buffer.copy_(value)
-        out, start = {}, 0
-        for k in sorted(wanted):
-            n = len(self.blocks[k].params)
-            out[k] = list(grads[start:start + n])
-            start += n
         return loss.detach(), out
 
     def finish(self) -> None:

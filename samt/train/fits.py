@@ -9,7 +9,6 @@ allocation failure or the kernel's out-of-memory killer.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -65,15 +64,16 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:.3g} GB"
 
 
-def _eta_parameters(opt: dict[str, Any], units: int) -> int:
-    """Parameters of SAMT's eta models for a model of ``units`` layers (0 without them)."""
+def _eta_parameters(opt: dict[str, Any], units: Sequence[str]) -> int:
+    """Parameters of SAMT's eta models for a model whose layers are named ``units`` (0 without
+    them); blocks as SAMT groups them (``group_size``, ``group_by``)."""
     if "eta_hidden" not in opt or opt.get("combine") == "fixed":
         return 0
+    from samt.optim.blocks import count_blocks
     from samt.optim.components import EtaModel
 
     hidden, shared = int(opt["eta_hidden"]), bool(opt.get("eta_shared"))
-    group = int(opt.get("group_size") or 0)
-    blocks = 1 if group == 0 else math.ceil(units / group)
+    blocks = max(count_blocks(units, int(opt.get("group_size") or 0), opt.get("group_by")), 1)
     with torch.device("meta"):
         eta = EtaModel(len(opt.get("features") or ()), hidden,
                        num_blocks=blocks if shared else 0)
@@ -95,14 +95,15 @@ def check_fits(cfg: dict[str, Any], input_shape: Sequence[int], num_outputs: int
     except Exception:  # a user error here is reported when the model is built for real
         return
     params = sum(p.numel() for p in model.parameters())
-    units = sum(1 for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d))
+    units = [name for name, m in model.named_modules()
+             if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)] or [""]
     where = f"the memory available on this machine ({device.type}: {_gb(available)})"
     if params * BYTES_PER_PARAM > available:
         raise ConfigError(
             f"{_size_key('model', cfg['model'])} is invalid: model {cfg['model']['name']} "
             f"would have {params:.3g} parameters, {_gb(params * BYTES_PER_PARAM)} for their "
             f"float32 weights and gradients alone, more than {where}; choose smaller sizes")
-    eta = _eta_parameters(cfg["optimizer"], max(units, 1))
+    eta = _eta_parameters(cfg["optimizer"], units)
     if (params + eta) * BYTES_PER_PARAM > available:
         raise ConfigError(
             f"optimizer.eta_hidden={cfg['optimizer']['eta_hidden']!r} is invalid: SAMT's eta "
