@@ -20,14 +20,16 @@ presets' own values, and that no preset restates a default.
 
 Types: ``int``, ``float`` and ``bool`` as in YAML (a bool is not a number; a float must be
 finite); ``str`` non-empty; ``list[int]`` a non-empty list of positive integers; ``list[str]`` a
-list (maybe empty) of tags (``TAG``: 1 to 100 printable characters, no comma); ``X | None``
-also null; ``Any`` unchecked. A field without ``optional=True`` must be present in a run config.
+list (maybe empty) of tags (``TAG``: 1 to 100 printable characters, no comma);
+``dict[str, Any]`` with ``schemas`` a mapping whose keys are named by that mapping and whose
+values are settings described by their schemas (``logger``); ``X | None`` also null; ``Any``
+unchecked. A field without ``optional=True`` must be present in a run config.
 
 Rules that involve more than one key or the outside world live in ``samt.validation``:
 ``model.name`` chooses the model's schema, ``data.root`` must not be a file, ``batch_size`` and
 ``data.val_fraction`` must fit the loaded training set, ``stop_at_target`` needs a validation
-split (and, for accuracy, at most 100), ``device=cuda`` and
-``logger=tensorboard`` need what they name on this machine; ``dataset.name`` must be in the
+split (and, for accuracy, at most 100), ``device=cuda`` and the loggers (``logger=tensorboard``,
+``mlflow``, ``wandb``) need what they name on this machine; ``dataset.name`` must be in the
 dataset registry, unless the dataset names its loading function by ``_target_`` (its other keys
 are then that function's options, checked against its signature; ``samt.targets``). The
 optimizer group has its own checks there too.
@@ -47,7 +49,6 @@ from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from samt.optim.options import SAMTOptions
-from samt.tracking import LOGGERS
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; int64 everywhere else
 RESUME_CHOICES = ("auto", True, False)
@@ -65,19 +66,24 @@ PROBABILITY = {"low": 0.0, "high": 1.0, "high_strict": True}  # in [0, 1)
 
 def option(default: Any = MISSING, *, low: float | None = None, strict: bool = False,
            high: float | None = None, high_strict: bool = False, choices: tuple | None = None,
-           seed: bool = False, expect: str | None = None, optional: bool = False) -> Any:
+           seed: bool = False, expect: str | None = None, optional: bool = False,
+           schemas: str | None = None) -> Any:
     """A schema field: ``default`` (none: every preset sets it) and what is allowed.
 
     ``low``/``high``: bounds of a number (``strict``/``high_strict``: the bound itself is
     excluded); ``choices``: the only values allowed; ``seed``: an integer in 0..``SEED_MAX``;
     ``expect``: what a ``str`` must be, said when it is not; ``optional``: the key may be left
-    out of a run config (today's presets always set it, except where said).
+    out of a run config (today's presets always set it, except where said); ``schemas``: for a
+    ``dict[str, Any]``, the name of this module's mapping of the names it may hold to the
+    schema of each one's settings (``logger``: ``LOGGER_SCHEMAS``).
     """
     rules = {"low": low, "strict": strict, "high": high, "high_strict": high_strict,
-             "choices": choices, "seed": seed, "expect": expect, "optional": optional}
+             "choices": choices, "seed": seed, "expect": expect, "optional": optional,
+             "schemas": schemas}
     metadata = {k: v for k, v in rules.items() if v is not None and v is not False}
-    if isinstance(default, list):
-        return field(default_factory=functools.partial(list, default), metadata=metadata)
+    if isinstance(default, list | dict):
+        return field(default_factory=functools.partial(type(default), default),
+                     metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -114,10 +120,12 @@ class RunConfig:
     progress: str | bool = option("auto", choices=PROGRESS_CHOICES)
     # stop with status "diverged" after this many non-finite iterations in a row
     max_consecutive_skips: int = option(50, low=1)
-    # none | tensorboard: the metrics.csv scalars (and SAMT's per-block statistics) also as
-    # TensorBoard events in <run folder>/tensorboard/ (pip install 'samt[tensorboard]'); the
-    # run's log is always <run>/cli.log
-    logger: str = option("none", choices=LOGGERS, optional=True)
+    # the experiment trackers that also receive the metrics.csv scalars (and SAMT's per-block
+    # statistics), the tags and the config: logger name -> its settings (LOGGER_SCHEMAS), chosen
+    # from the config group conf/logger/ (logger=tensorboard, logger=[tensorboard,mlflow],
+    # logger=many); {} (logger=none): metrics.csv only, which every run writes; the run's log
+    # is always <run>/cli.log (docs/outputs.md)
+    logger: dict[str, Any] = option({}, optional=True, schemas="LOGGER_SCHEMAS")
     # auto: continue from the run folder's checkpoint.pt when its config matches, skip a
     # finished run; true: as auto, but a folder with nothing to resume is an error; false:
     # start over, deleting the folder's previous results (docs/reliability.md)
@@ -131,8 +139,8 @@ class RunConfig:
     # the epoch, training seconds and parameter updates it took; needs data.val_fraction > 0;
     # null: train every epoch (docs/tuning.md)
     stop_at_target: float | None = option(None, low=0.0, strict=True, optional=True)
-    # labels of the run (tags=[baseline,lr_sweep]): recorded in summary.json, TensorBoard
-    # (logger=tensorboard) and samt-report's tables; they change no number, so a run resumes
+    # labels of the run (tags=[baseline,lr_sweep]): recorded in summary.json, the loggers
+    # (logger=...) and samt-report's tables; they change no number, so a run resumes
     # and groups with runs of other tags
     tags: list[str] = option([], optional=True)
     data: DataConfig = field(default_factory=DataConfig)
@@ -261,6 +269,59 @@ class Resnet18Model:
 
 
 @dataclass
+class CsvLogger:
+    """``logger=csv``: metrics.csv, which every run writes (``logger=none`` too); the name only
+    says so in a list of loggers. No settings."""
+
+
+@dataclass
+class TensorBoardLogger:
+    """``logger=tensorboard``: TensorBoard event files in ``<run folder>/tensorboard/``
+    (``pip install 'samt[tensorboard]'``; ``samt.tracking.TensorBoardTracker``). No settings."""
+
+
+@dataclass
+class MlflowLogger:
+    """``logger=mlflow``: an MLflow run (``pip install 'samt[mlflow]'``;
+    ``samt.tracking.MlflowTracker``), by default in a local file store: offline."""
+
+    # null: the file store <run folder>/mlruns; a folder path (relative: to where samt-run
+    # starts) or a file: URI is a local file store; any other URI (sqlite:///mlflow.db,
+    # http://host:5000) is handed to MLflow as it is
+    tracking_uri: str | None = option(None, optional=True, expect="expected a folder path or an "
+                                      "MLflow tracking URI (null: <run folder>/mlruns)")
+    experiment_name: str = option("samt", optional=True)  # created when it does not exist
+    run_name: str | None = option(None, optional=True)  # null: the run folder's name
+
+
+WANDB_MODES = ("offline", "online")  # logger.wandb.mode
+
+
+@dataclass
+class WandbLogger:
+    """``logger=wandb``: a Weights & Biases run (``pip install 'samt[wandb]'``;
+    ``samt.tracking.WandbTracker``), by default offline: it never touches the network."""
+
+    # offline: written only to <dir>/wandb/offline-run-*/ (`wandb sync` uploads it later);
+    # online: sent to the W&B server as the run goes (needs `wandb login`)
+    mode: str = option("offline", choices=WANDB_MODES, optional=True)
+    project: str = option("samt", optional=True)
+    entity: str | None = option(None, optional=True)  # the W&B user or team; null: yours
+    group: str | None = option(None, optional=True)  # groups runs in the W&B interface
+    name: str | None = option(None, optional=True)  # null: the run folder's name
+    # where W&B makes its wandb/ folder (relative: to where samt-run starts); null: the run
+    # folder
+    dir: str | None = option(None, optional=True, expect="expected a folder path (null: the "
+                             "run folder)")
+
+
+# logger name -> the schema of its settings (conf/logger/<name>.yaml; samt.tracking makes each)
+LOGGER_SCHEMAS: dict[str, type] = {"csv": CsvLogger, "tensorboard": TensorBoardLogger,
+                                   "mlflow": MlflowLogger, "wandb": WandbLogger}
+LOGGERS = tuple(LOGGER_SCHEMAS)
+
+
+@dataclass
 class DeviceConfig:
     """``device``: where the run computes."""
 
@@ -337,11 +398,13 @@ def _node(schema: type) -> dict[str, Any]:
 def config_nodes() -> dict[str, dict[str, Any]]:
     """The ConfigStore nodes (root configs) the yaml files of ``conf/`` build on, by name:
     ``schema_run`` (``config.yaml``), ``schema_dataset`` (the presets of sets with splits),
-    ``schema_device`` (``auto``, ``cpu``), ``schema_model_<name>`` and
-    ``schema_optimizer_samt`` (``optimizer/samt.yaml``)."""
+    ``schema_device`` (``auto``, ``cpu``), ``schema_model_<name>``, ``schema_logger_<name>``
+    (``logger/<name>.yaml``) and ``schema_optimizer_samt`` (``optimizer/samt.yaml``)."""
     nodes = {"schema_run": _node(RunConfig), "schema_dataset": _node(DatasetConfig),
              "schema_device": _node(DeviceConfig),
              **{f"schema_model_{name}": _node(schema) for name, schema in MODEL_SCHEMAS.items()},
+             **{f"schema_logger_{name}": _node(schema)
+                for name, schema in LOGGER_SCHEMAS.items()},
              "schema_optimizer_samt": samt_option_defaults()}
     return {name: _plain(node) for name, node in nodes.items()}
 

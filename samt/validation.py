@@ -24,6 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from samt import schema as schema_module
 from samt.errors import ConfigError
 from samt.optim import choices
 from samt.optim.schedules import SCHEDULES
@@ -48,7 +49,7 @@ from samt.targets import (
     optimizer_class,
     optimizer_constructor,
 )
-from samt.tracking import tensorboard_import_error
+from samt.tracking import logger_problem
 
 __all__ = ["INSTANTIATE_KEYS", "RUNNER_KEYS", "SAMT_TARGETS", "ConfigError", "check_name_part",
            "optimizer_target", "validate_against_data", "validate_config",
@@ -186,7 +187,7 @@ def _known_top_keys(cfg: dict[str, Any]) -> None:
 def _check_fields(cfg: dict[str, Any], section: str, schema: type) -> None:
     """Check the keys of ``section`` (``""``: the top level) that ``schema`` (samt.schema)
     describes: each one's type, range or choices; a missing one unless it is optional."""
-    node = cfg[section] if section else cfg
+    node = _get(cfg, section) if section else cfg
     for f in dataclasses.fields(schema):
         kind = field_types(schema)[f.name]
         if dataclasses.is_dataclass(kind) or (f.name not in node and f.metadata.get("optional")):
@@ -215,10 +216,31 @@ def _check_field(cfg: dict[str, Any], key: str, kind: Any, spec: dataclasses.Fie
             _fail(key, value, rules.get("expect", "expected a non-empty string"))
     elif typing.get_origin(kind) is list and typing.get_args(kind) == (str,):
         _tag_list(cfg, key)
+    elif typing.get_origin(kind) is dict and "schemas" in rules:
+        _named_settings(cfg, key, getattr(schema_module, rules["schemas"]))
     elif typing.get_origin(kind) is list:
         _positive_int_list(cfg, key, str(spec.default_factory()))
     else:
         raise TypeError(f"samt.schema: no check for {key}'s type {kind}")
+
+
+def _named_settings(cfg: dict[str, Any], key: str, schemas: dict[str, type]) -> None:
+    """``key`` maps names of ``schemas`` to settings, each checked by its schema (``logger``:
+    ``{tensorboard: {}, mlflow: {experiment_name: samt}}``)."""
+    value = _get(cfg, key)
+    if not isinstance(value, dict):
+        _fail(key, value, f"expected a mapping of {key} names to their settings, as the "
+              f"config group conf/{key}/ composes it: choose with {key}=NAME or "
+              f"{key}=[NAME,NAME] ({', '.join(schemas)})")
+    for name, settings in value.items():
+        if name not in schemas:
+            _unknown(f"{key}.{name}", settings, tuple(schemas), f"{key} (conf/{key}/)")
+        if not isinstance(settings, dict):
+            _fail(f"{key}.{name}", settings, f"expected the settings of {key} {name} (a "
+                  "mapping; {} for the defaults)")
+        _known_keys(f"{key}.{name}", settings, tuple(field_types(schemas[name])),
+                    f"{key} {name}")
+        _check_fields(cfg, f"{key}.{name}", schemas[name])
 
 
 def _check_sections(cfg: dict[str, Any]) -> None:
@@ -515,11 +537,12 @@ def _typed_like_defaults(cfg: dict[str, Any], name: str, cls: Any) -> None:
 
 
 def validate_environment(cfg: dict[str, Any]) -> None:
-    """Checks that depend on this machine: ``device=cuda`` needs a CUDA device torch can see."""
-    if cfg.get("logger") == "tensorboard":
-        problem = tensorboard_import_error()
+    """Checks that depend on this machine: ``device=cuda`` needs a CUDA device torch can see;
+    each logger (``logger``) needs its package."""
+    for name in cfg.get("logger") or {}:
+        problem = logger_problem(name)
         if problem:
-            _fail("logger", "tensorboard", problem)
+            _fail("logger", name, problem)
     threads = cfg["device"].get("threads")
     cpus = os.cpu_count() or 1
     if isinstance(threads, int) and threads > max(MAX_THREADS, 4 * cpus):

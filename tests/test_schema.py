@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from samt.models import MODELS
 from samt.schema import (
     GROUPS,
+    LOGGER_SCHEMAS,
     MODEL_SCHEMAS,
     SECTIONS,
     SEED_MAX,
@@ -77,6 +78,8 @@ def test_the_schema_nodes_are_its_defaults():
     assert nodes["schema_dataset"] == {"name": "???", "split": 0, "path": None}  # a preset names it
     assert nodes["schema_device"] == {"type": "???", "threads": None}
     assert nodes["schema_optimizer_samt"] == samt_option_defaults()
+    for name, schema in LOGGER_SCHEMAS.items():
+        assert nodes[f"schema_logger_{name}"] == defaults(schema)
 
 
 def test_the_composed_top_level_is_the_schema_defaults():
@@ -105,6 +108,23 @@ def test_a_composed_preset_is_its_schema_defaults_plus_its_own_values(group, pat
     required = {name for name, f in fields.items() if not f.metadata.get("optional")}
     assert required <= set(section), f"{path}: required keys missing"
     assert "???" not in section.values(), f"{path}: a key without a default is not set"
+
+
+@pytest.mark.parametrize("name", list(LOGGER_SCHEMAS))
+def test_a_logger_preset_is_its_schema_defaults_under_its_name(name):
+    """``logger=NAME`` composes to ``{NAME: its schema's defaults}`` and sets nothing else."""
+    own, bases = _yaml(CONF_DIR / "logger" / f"{name}.yaml")
+    assert own == {} and bases == [f"schema_logger_{name}"]
+    assert _composed(f"logger={name}")["logger"] == {name: defaults(LOGGER_SCHEMAS[name])}
+
+
+def test_loggers_compose_by_name_in_a_list_or_all_at_once():
+    assert _composed()["logger"] == {} == _composed("logger=none")["logger"]
+    both = _composed("logger=[tensorboard,mlflow]", "logger.mlflow.experiment_name=x")["logger"]
+    assert both == {"tensorboard": {}, "mlflow": {**defaults(LOGGER_SCHEMAS["mlflow"]),
+                                                  "experiment_name": "x"}}
+    assert _composed("logger=many")["logger"] == {
+        name: defaults(schema) for name, schema in LOGGER_SCHEMAS.items()}
 
 
 def test_model_presets_compose_to_every_option_with_its_default():
@@ -188,6 +208,7 @@ def _base(tmp_path: Path, model: str) -> dict[str, Any]:
     """The default config with ``model``, a UCI dataset (it has ``split``) and ``device=cpu``
     (``threads``), composed by Hydra from conf/ and resolved."""
     overrides = [f"model={model}", "dataset=uci_concrete", "device=cpu", "optimizer=adam",
+                 "logger=many",
                  f"data.root={tmp_path}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return OmegaConf.to_container(compose(config_name="config", overrides=overrides),
@@ -202,6 +223,8 @@ def _schemas() -> list[tuple[str, str, type]]:
             rows += [(section, name, s) for name, s in schema.items()]
         elif schema is not None:
             rows.append((section, "mlp", schema))
+    rows += [(f"logger.{name}", "mlp", schema) for name, schema in LOGGER_SCHEMAS.items()
+             if dataclasses.fields(schema)]  # csv and tensorboard have no settings
     return rows
 
 
@@ -219,6 +242,8 @@ def _bad_values(kind: Any, rules: dict) -> list[tuple[Any, str]]:
         return [(5, "expected"), ("", "expected")]
     if typing.get_origin(kind) is list and typing.get_args(kind) == (str,):
         return [("x", "a list of tags"), ([5], "a list of tags"), (["a", "a"], "more than once")]
+    if typing.get_origin(kind) is dict:
+        return [("abc", "expected a mapping of"), (["mlflow"], "expected a mapping of")]
     if typing.get_origin(kind) is list:
         return [([], "a non-empty list of positive integers"), ([0], "positive integers")]
     bad = [("abc", "expected an integer" if kind is int else "expected a number")]
@@ -257,6 +282,14 @@ def _refused(cfg: dict[str, Any], key: str, value: Any) -> str:
     assert message.startswith(f"{key}={value!r} is invalid: "), message
     assert "\n" not in message
     return message
+
+
+def _section(cfg: dict[str, Any], section: str) -> dict[str, Any]:
+    """The mapping ``section`` names (``""``: the top level; ``logger.mlflow``: nested)."""
+    node = cfg
+    for part in filter(None, section.split(".")):
+        node = node[part]
+    return node
 
 
 def _set(cfg: dict[str, Any], key: str, value: Any) -> None:
@@ -304,7 +337,7 @@ def test_a_missing_required_key_is_named(bases, section, model, schema):
         if f.metadata.get("optional") or dataclasses.is_dataclass(field_types(schema)[f.name]):
             continue
         cfg = copy.deepcopy(bases[model])
-        node = cfg[section] if section else cfg
+        node = _section(cfg, section)
         del node[f.name]
         key = f"{section}.{f.name}" if section else f.name
         _refused(cfg, key, None)
@@ -313,7 +346,7 @@ def test_a_missing_required_key_is_named(bases, section, model, schema):
 def test_optional_keys_may_be_left_out(bases):
     for section, model, schema in _schemas():
         cfg = copy.deepcopy(bases[model])
-        node = cfg[section] if section else cfg
+        node = _section(cfg, section)
         for f in dataclasses.fields(schema):
             if f.metadata.get("optional"):
                 node.pop(f.name, None)
@@ -327,7 +360,16 @@ CLI_CASES = {  # the arguments, and the start of the one error line
                     "epochs?"),
     "top-type": (["eval_batch_size=big"], "eval_batch_size='big' is invalid: expected an integer"),
     "top-range": (["max_consecutive_skips=0"], "max_consecutive_skips=0 is invalid: must be >= 1"),
-    "top-choice": (["logger=wandb"], "logger='wandb' is invalid: allowed: none, tensorboard"),
+    "top-choice": (["resume=maybe"], "resume='maybe' is invalid: allowed: auto, true, false"),
+    "logger-unknown": (["logger=mlflow", "+logger.mlflow.tracking_ur=x"], "logger.mlflow."
+                       "tracking_ur='x' is invalid: unknown key for logger mlflow; did you mean "
+                       "logger.mlflow.tracking_uri?"),
+    "logger-name": (["+logger.wandbb={}"], "logger.wandbb={} is invalid: unknown logger "
+                    "(conf/logger/); did you mean logger.wandb?"),
+    "logger-choice": (["logger=wandb", "logger.wandb.mode=online2"], "logger.wandb.mode="
+                      "'online2' is invalid: allowed: offline, online"),
+    "logger-type": (["logger=mlflow", "logger.mlflow.experiment_name=''"], "logger.mlflow."
+                    "experiment_name='' is invalid: expected a non-empty string"),
     "data-unknown": (["+data.val_fractio=0.1"], "data.val_fractio=0.1 is invalid: unknown key "
                      "for data; did you mean data.val_fraction?"),
     "data-type": (["data.val_fraction=half"], "data.val_fraction='half' is invalid: expected a "

@@ -335,8 +335,9 @@ class Run:
             if plan.checkpoint is not None:
                 self.restore(plan.checkpoint)
             # Before anything is removed: a logger that cannot start is a TrackerError.
-            self.tracker = make_tracker(str(self.cfg.get("logger") or "none"), self.run_dir,
-                                        tuple(self.cfg.get("tags") or ()))
+            self.tracker = make_tracker(self.cfg.get("logger"), self.run_dir,
+                                        tuple(self.cfg.get("tags") or ()), self.cfg,
+                                        resume=not self.fresh)
         except USER_ERRORS:
             raise
         except BaseException as exc:  # a crash (or Ctrl-C) while setting up
