@@ -1,20 +1,25 @@
 """What a config's ``_target_`` may name, and the one place where it is imported and bound:
-``optimizer._target_`` (an optimizer class) and ``dataset._target_`` (a dataset function).
+``optimizer._target_`` (an optimizer class), ``dataset._target_`` (a dataset function) and
+``model._target_`` (a model function or ``nn.Module`` class).
 
 A config's ``_target_`` imports code: the module it names is imported, which runs that module's
 import-time code. So, before anything is imported or called (docs/extending.md):
 
-- only a config group's own ``_target_`` (``optimizer._target_``, ``dataset._target_``) names
-  code; a ``_target_`` nested in any value (``+optimizer.beta3={_target_: builtins.open, ...}``)
-  is refused (``nested_targets``); nothing is instantiated recursively (the runner binds plain
-  values with ``functools.partial``, not ``hydra.utils.instantiate``);
-- a module of Python's standard library is refused unimported (it holds no optimizer or
-  dataset: ``builtins.open``, ``this.X``); a package other than ``KNOWN_PACKAGES`` is named on
+- only a config group's own ``_target_`` (``optimizer._target_``, ``dataset._target_``,
+  ``model._target_``) names code; a ``_target_`` nested in any value
+  (``+optimizer.beta3={_target_: builtins.open, ...}``) is refused (``nested_targets``);
+  nothing is instantiated recursively (the runner binds plain values with
+  ``functools.partial``, not ``hydra.utils.instantiate``);
+- a module of Python's standard library is refused unimported (it holds no optimizer, dataset
+  or model: ``builtins.open``, ``this.X``); a package other than ``KNOWN_PACKAGES`` is named on
   stderr before it is imported (``import_target``);
 - what is imported must be of the allowed kind before it is called: for an optimizer, a
   ``torch.optim.Optimizer`` subclass or a class with ``takes_model = True``
   (``samt.optim.SAMT``); for a dataset, a Python function ``load(root, split, **options)``
-  that accepts the config's options, and what it returns must be a ``samt.data.DatasetSplits``.
+  that accepts the config's options, and what it returns must be a ``samt.data.DatasetSplits``;
+  for a model, a Python function or an ``nn.Module`` subclass callable as
+  ``(input_shape, num_outputs, **options)`` with the config's options, and what it returns
+  must be a ``torch.nn.Module``.
 
 Imports no torch at module level (the CLI's static checks use ``TARGET`` and the keys).
 """
@@ -26,7 +31,7 @@ import importlib
 import inspect
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,13 @@ DATASET_KEYS = ("_target_", "name", "split")
 DATASET_TARGET_ALLOWED = ("the dotted path of an importable function load(root, split, "
                           "**options) that returns a samt.data.DatasetSplits, e.g. "
                           "mypkg.load_my_set (docs/datasets.md)")
+# model._target_: the model group's keys the runner itself handles (``name`` names the run folder
+# and the report's rows); every other key is a keyword option of the function.
+MODEL_KEYS = ("_target_", "name")
+MODEL_TARGET_ALLOWED = ("the dotted path of an importable function build(input_shape, "
+                        "num_outputs, **options) that returns a torch.nn.Module (or of an "
+                        "nn.Module subclass taking those arguments), e.g. mypkg.my_net "
+                        "(docs/extending.md)")
 # Packages of the shipped configs: imported without a note.
 KNOWN_PACKAGES = ("torch", "samt", "prodigyopt", "schedulefree")
 _ANNOUNCED: set[str] = set()  # packages named on stderr already (once per process)
@@ -240,3 +252,80 @@ def load_target_dataset(ds_cfg: dict, root: str | Path, split: int) -> Any:
         _fail("dataset._target_", target, f"returned a DatasetSplits of task {result.task!r}; "
               "allowed: classification, regression")
     return result
+
+
+# --- model._target_: a user's model, one yaml file and one function -----------------------------
+
+
+def model_options(model_cfg: dict) -> dict:
+    """The keyword options of a model config: without ``MODEL_KEYS``."""
+    return {k: v for k, v in model_cfg.items() if k not in MODEL_KEYS}
+
+
+def model_builder(model_cfg: dict) -> Callable[[tuple[int, ...], int], Any]:
+    """``build(input_shape, num_outputs)``: the function (or ``nn.Module`` subclass) that
+    ``model_cfg['_target_']`` names, checked before it is ever called, with the config's
+    options bound (plain values: a nested ``_target_`` is refused before anything is imported).
+
+    ``ConfigError`` naming the key, the value and what is allowed: a malformed path, a module of
+    the standard library, a failed import (``import_target``), anything but a Python function
+    or an ``nn.Module`` subclass, an option it does not take, or a signature that cannot take
+    ``(input_shape, num_outputs, **options)`` (e.g. a required option the config lacks)."""
+    target, name = model_cfg.get("_target_"), model_cfg.get("name")
+    options = model_options(model_cfg)
+    check_no_nested_targets({"model": options})
+    key = "model._target_"
+    fn = import_target(target, key, MODEL_TARGET_ALLOWED, "model")
+    if isinstance(fn, type):
+        from torch import nn
+
+        if not issubclass(fn, nn.Module):
+            _fail(key, target, f"names a class that is no torch.nn.Module subclass; expected "
+                  f"{MODEL_TARGET_ALLOWED}")
+    elif not inspect.isfunction(fn):
+        _fail(key, target, f"names a {type(fn).__name__}, not a function; expected "
+              f"{MODEL_TARGET_ALLOWED}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:  # a class whose constructor has no signature to read
+        _fail(key, target, f"has no signature to check ({type(exc).__name__}: {exc}); "
+              f"expected {MODEL_TARGET_ALLOWED}")
+    params = signature.parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        known = [p for p, spec in list(params.items())[2:] if spec.kind in keyword]
+        for option, value in options.items():
+            if option not in known:
+                allowed = ", ".join(sorted((*MODEL_KEYS, *known)))
+                _fail(f"model.{option}", value, f"unknown key for model {name} ({target} "
+                      f"takes no argument {option!r}); known keys: {allowed}")
+    try:
+        signature.bind((1,), 1, **options)
+    except TypeError as exc:
+        _fail(key, target, f"cannot be called as {target}(input_shape, num_outputs, **options) "
+              f"with the options of model {name} (TypeError: {exc}); expected "
+              f"{MODEL_TARGET_ALLOWED}")
+    return functools.partial(fn, **options)
+
+
+def build_configured_model(model_cfg: dict, input_shape: Sequence[int],
+                           num_outputs: int) -> Any:
+    """The ``torch.nn.Module`` that the (validated) model config describes, for inputs of
+    ``input_shape`` (without the batch dimension) and ``num_outputs`` outputs: a user's, whose
+    ``_target_`` is called with ``(input_shape, num_outputs, **options)`` (``model_builder``;
+    anything but an ``nn.Module`` returned is a ``ConfigError`` naming ``model._target_``), or a
+    shipped one by ``name`` (``samt.models.build_model``)."""
+    shape, outputs = tuple(int(s) for s in input_shape), int(num_outputs)
+    if "_target_" not in model_cfg:
+        from samt.models import build_model
+
+        options = {k: v for k, v in model_cfg.items() if k != "name"}
+        return build_model(model_cfg["name"], shape, outputs, **options)
+    from torch import nn
+
+    target = model_cfg.get("_target_")
+    model = model_builder(model_cfg)(shape, outputs)
+    if not isinstance(model, nn.Module):
+        _fail("model._target_", target, f"returned a {type(model).__name__}, not a "
+              f"torch.nn.Module; expected {MODEL_TARGET_ALLOWED}")
+    return model

@@ -40,12 +40,14 @@ from samt.schema import (
 from samt.targets import (
     DATASET_TARGET_ALLOWED,
     INSTANTIATE_KEYS,
+    MODEL_TARGET_ALLOWED,
     RUNNER_KEYS,
     SAMT_TARGETS,
     TARGET,
     TARGET_ALLOWED,
     check_no_nested_targets,
     dataset_loader,
+    model_builder,
     optimizer_class,
     optimizer_constructor,
 )
@@ -253,6 +255,9 @@ def _check_sections(cfg: dict[str, Any]) -> None:
         if section == "dataset" and "_target_" in node:
             _check_target_dataset(cfg)  # a user's dataset: its options are its function's
             continue
+        if section == "model" and "_target_" in node:
+            _check_target_model(cfg)  # a user's model: its options are its function's
+            continue
         if isinstance(schema, dict):
             _choice(f"{section}.name", node.get("name"), tuple(schema))
             schema = schema[node["name"]]
@@ -275,6 +280,17 @@ def _check_target_dataset(cfg: dict[str, Any]) -> None:
     check_name_part("dataset.name", node["name"])
     if "split" in node:
         _check_field(cfg, "dataset.split", int, fields["split"])
+
+
+def _check_target_model(cfg: dict[str, Any]) -> None:
+    """A model config with a ``_target_`` (a user's function; docs/extending.md), statically:
+    the target a dotted path, ``name`` a name that can be part of the run folder's name. Its
+    options are checked against the function's signature in ``_validate_registered``."""
+    node = cfg["model"]
+    target = node["_target_"]
+    if not isinstance(target, str) or not TARGET.fullmatch(target):
+        _fail("model._target_", target, f"expected {MODEL_TARGET_ALLOWED}")
+    check_name_part("model.name", node.get("name"))
 
 
 def _check_data_root(cfg: dict[str, Any]) -> None:
@@ -313,12 +329,16 @@ def validate_config(cfg: dict[str, Any]) -> None:
 
 
 def _validate_registered(cfg: dict[str, Any]) -> None:
-    """The checks against the optimizer class that ``optimizer._target_`` names, and the
-    dataset registry (or, for a dataset with a ``_target_``, the function it names, imported
-    and checked, not called: ``samt.targets.dataset_loader``). They import torch, so they come
-    last: every other bad value is reported without that import (``samt-run`` answers in well
-    under a second; docs/performance.md)."""
+    """The checks against the optimizer class that ``optimizer._target_`` names, the function
+    a model's ``_target_`` names (imported and checked, not called:
+    ``samt.targets.model_builder``), and the dataset registry (or, for a dataset with a
+    ``_target_``, the function it names, imported and checked, not called:
+    ``samt.targets.dataset_loader``). They import torch, so they come last: every other bad
+    value is reported without that import (``samt-run`` answers in well under a second;
+    docs/performance.md)."""
     _check_optimizer_class(cfg)
+    if "_target_" in cfg["model"]:
+        model_builder(cfg["model"])
     if "_target_" in cfg["dataset"]:
         dataset_loader(cfg["dataset"])
         return

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from samt.data import DataError, DatasetSplits, ImageFolderOptions, load_dataset
-from samt.models import ModelConfigError, build_model
+from samt.models import ModelConfigError
 from samt.optim import MetaInitError, SAMTModelError
 from samt.optim.fused import CompileWarning
 from samt.optim.schedules import schedule_factor
@@ -36,7 +36,7 @@ from samt.run_folder import (
     STATUS_INTERRUPTED,
     RunFolderError,
 )
-from samt.targets import load_target_dataset
+from samt.targets import build_configured_model, load_target_dataset
 from samt.tracking import TrackerError, make_tracker
 from samt.train.augment import augmenter
 from samt.train.build_optimizer import build_from_config
@@ -146,9 +146,8 @@ class Run:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check_fits(cfg, self.data.input_shape, self.data.num_outputs, self.device)  # or refuse
-        model_opts = {k: v for k, v in cfg["model"].items() if k != "name"}
-        self.model = build_model(cfg["model"]["name"], self.data.input_shape,
-                                 self.data.num_outputs, **model_opts).to(self.device)
+        self.model = build_configured_model(cfg["model"], self.data.input_shape,
+                                            self.data.num_outputs).to(self.device)
         self.loss_fn = loss_function(self.data.task)
         try:  # the class of optimizer._target_ (samt/train/build_optimizer.py)
             self.optimizer = build_from_config(cfg["optimizer"], self.model, self.loss_fn)
