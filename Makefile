@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
-.PHONY: help install data test test-data test-slow test-full lint run bench bench-runner table-mnist table-cnn table-protocol table-cifar table-cifar10-jpeg \
+.PHONY: help install data test test-data test-slow test-full lint run bench bench-resnet bench-runner table-mnist table-cnn table-protocol table-cifar table-cifar10-jpeg \
 	table-regression table-variants table-smoke ablations transfer ablation-features ablation-groups report profiles \
 	test-launchers clean
 # Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
@@ -114,8 +114,12 @@ profiles:  ## performance profiles across the reproduced paper tables (-> result
 	$(BIN)/samt-report $(wildcard runs/mnist_mlp/final runs/regression/final runs/cnn_small/final) \
 	  --profiles-only --columns per-row --out results/profiles
 
-bench:  ## per-iteration cost of SAMT vs Adam/SGD (ratios vs targets, CSV, depth plot with "before")
+bench:  ## per-iteration cost of SAMT vs Adam/SGD (ratios vs targets, CSV, depth plot with "before"), then bench-resnet
 	$(BIN)/python scripts/bench.py --out bench --before results/bench/before/bench.csv
+	$(BIN)/python scripts/bench_resnet.py --out bench
+
+bench-resnet:  ## SAMT on ResNet-20 (CIFAR input, batch 128, 1 thread): time, memory, meta share per block layout (~15 min CPU)
+	$(BIN)/python scripts/bench_resnet.py --out bench
 
 bench-runner:  ## runner epoch vs a bare loop (Adam, MNIST MLP-400)
 	$(BIN)/python scripts/bench_runner.py

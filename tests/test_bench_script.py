@@ -53,3 +53,26 @@ def test_depth_plot_draws_after_before_and_skeleton(tmp_path):
                                                              for d in bench.DEPTHS]
     bench.plot_depth(rows, tmp_path / "depth.png", before=rows)
     assert (tmp_path / "depth.png").stat().st_size > 10_000
+
+
+def test_resnet_bench_writes_every_layout_with_skeleton_share_and_verdicts(tmp_path):
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_resnet.py"), "--rounds", "1", "--iters", "1",
+         "--batch", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out / "bench_resnet.csv", newline="") as fh:
+        rows = {(r["layout"], r["optimizer"]): r for r in csv.DictReader(fh)}
+    assert float(rows[("", "adam")]["ratio_to_adam"]) == 1.0
+    for layout in ("per layer", "per stage", "one block"):
+        assert float(rows[(layout, "skeleton")]["ratio_to_skeleton"]) == 1.0
+        for row in ("samt_s exact", "samt_s hypergradient", "samt_e exact",
+                    "samt_e hypergradient"):
+            r = rows[(layout, row)]
+            ratio, to_skeleton = float(r["ratio_to_adam"]), float(r["ratio_to_skeleton"])
+            assert abs(float(r["meta_share"]) - (1 - 1 / to_skeleton)) < 1e-9
+            time_ok = (to_skeleton <= 1.3 if layout == "per layer"
+                       else ratio <= {"per stage": 2.0, "one block": 1.3}[layout])
+            assert r["met"] == str(time_ok and float(r["memory_ratio"]) <= 2.0)
+            assert any(line.startswith("resnet20") and layout in line and row in line
+                       for line in done.stdout.splitlines())
