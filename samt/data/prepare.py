@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from samt.atomic import atomic_file
 from samt.data.errors import CorruptDataError, DataError, MissingFilesError
 from samt.data.registry import DatasetSpec, get_spec
 
@@ -112,36 +113,18 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def current_umask() -> int:
-    """The process umask, read from /proc where possible (setting it briefly otherwise)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _install_file(src: Path, dst: Path, md5: str | None, gunzip: bool) -> None:
-    """Copy (optionally gunzip) ``src`` to a temp file beside ``dst``, verify, then rename."""
+    """Copy (optionally gunzip) ``src`` to ``dst`` atomically, verified before it lands
+    (``samt.atomic.atomic_file``; a temporary file of its own: jobs may prepare a set at once)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5()
-        with (gzip.open if gunzip else open)(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            for chunk in iter(lambda: fin.read(1 << 20), b""):
-                digest.update(chunk)
-                fout.write(chunk)
+    digest = hashlib.md5()
+    with (gzip.open if gunzip else open)(src, "rb") as fin, \
+            atomic_file(dst, unique=True) as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(chunk)
+            fout.write(chunk)
         if md5 is not None and digest.hexdigest() != md5:
             raise CorruptDataError(f"{src}: md5 {digest.hexdigest()}, expected {md5}")
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600: a plain file's mode
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _copy_folder(source: Path, dst: Path, md5s: Mapping[str, str]) -> None:

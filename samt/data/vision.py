@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samt.atomic import move_atomic
 from samt.data.cifar import read_cifar_batches
 from samt.data.errors import CorruptDataError
 from samt.data.idx import read_idx_pair
@@ -105,7 +105,8 @@ def fetch_with_torchvision(dataset_cls: str, root: Path, folder: str) -> None:
     """Download through torchvision's class ``torchvision.datasets.<dataset_cls>`` into a temp
     dir, then move files into place (torchvision is imported here, not for every run).
 
-    The temp dir lives inside ``root`` so each file lands with an atomic ``os.replace``;
+    The temp dir lives inside ``root`` so each file lands with one rename
+    (``samt.atomic.move_atomic``);
     a failed download leaves nothing behind (not even ``root`` if this call created it).
     """
     import torchvision
@@ -120,7 +121,7 @@ def fetch_with_torchvision(dataset_cls: str, root: Path, folder: str) -> None:
             target = root / folder
             target.mkdir(parents=True, exist_ok=True)
             for path in files:
-                os.replace(path, target / path.name)
+                move_atomic(path, target / path.name)
     except BaseException:
         if created_root:
             shutil.rmtree(root, ignore_errors=True)
