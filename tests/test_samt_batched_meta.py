@@ -140,13 +140,37 @@ def test_batched_checkpoint_round_trip_and_format():
 
 
 @pytest.mark.parametrize("meta_mode", ["exact", "hypergradient"])
-def test_direct_fused_adam_step_equals_optimizer_step(monkeypatch, meta_mode):
-    """The meta step's direct fused-Adam kernel call gives what ``Optimizer.step`` gives."""
-    import samt.optim.samt as samt_module
+def test_combined_meta_step_equals_each_blocks_own_optimizer_step(monkeypatch, meta_mode):
+    """The meta step (``samt.optim.meta_step.MetaStep``: torch.optim's functional fused Adam
+    on the blocks' own state, or one combined ``Optimizer.step`` sharing it) gives what each
+    block's own optimizer's ``step()`` gives."""
+    from samt.optim.meta_step import MetaStep
+
+    def own_steps(self, owners):
+        for k in owners:
+            self.optimizers[k].step()
+
+    runs = [run_pair(meta_mode=meta_mode, meta_lr=0.05)[::2]]
+    monkeypatch.setattr(MetaStep, "step", own_steps)  # Optimizer.step, one block at a time
+    runs.append(run_pair(meta_mode=meta_mode, meta_lr=0.05)[::2])
+    (fast, fm), (ref, rm) = runs
+    for a, b in zip([*fm.parameters(), *fast.meta.parameters()],
+                    [*rm.parameters(), *ref.meta.parameters()], strict=True):
+        assert torch.equal(a, b)
+    for oa, ob in zip(fast.meta_optimizers, ref.meta_optimizers, strict=True):
+        assert len(oa.state) == len(ob.state) > 0
+        for sa, sb in zip(oa.state.values(), ob.state.values(), strict=True):
+            assert all(torch.equal(sa[n], sb[n]) for n in sa)
+
+
+@pytest.mark.parametrize("meta_mode", ["exact", "hypergradient"])
+def test_functional_adam_meta_step_equals_the_combined_optimizer_step(monkeypatch, meta_mode):
+    """The functional Adam call gives what ``Optimizer.step`` of the combined optimizer gives."""
+    import samt.optim.meta_step as meta_step
 
     runs = []
-    for direct in (True, False):
-        monkeypatch.setattr(samt_module, "DIRECT_ADAM", direct)
+    for functional in (True, False):
+        monkeypatch.setattr(meta_step, "FUNCTIONAL_ADAM", functional)
         runs.append(run_pair(meta_mode=meta_mode, meta_lr=0.05)[::2])
     (fast, fm), (ref, rm) = runs
     for a, b in zip([*fm.parameters(), *fast.meta.parameters()],

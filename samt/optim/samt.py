@@ -41,15 +41,7 @@ from torch import nn
 
 from samt.optim import fused
 from samt.optim.blocks import Block
-from samt.optim.choices import (
-    COMBINES,
-    FEATURE_NAMES,
-    META_MODES,
-    META_OPTIMIZERS,
-    ORDERS,
-    PROJECTIONS,
-    STEP_TYPES,
-)
+from samt.optim.choices import FEATURE_NAMES
 from samt.optim.components import (
     EtaModel,
     combine,
@@ -75,8 +67,10 @@ from samt.optim.meta_file import (  # noqa: F401  (re-exported: their import pat
     unpack_meta,
     write_meta,
 )
+from samt.optim.meta_step import MetaStep, make_meta_optimizer
 from samt.optim.options import DEFAULTS
 from samt.optim.passes import Passes, build_passes
+from samt.optim.samt_options import check_options
 from samt.optim.step_stats import BlockStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -181,24 +175,10 @@ class SAMT:
                  seed: int = DEFAULTS.seed,
                  meta_init: str | os.PathLike | SavedMeta | None = DEFAULTS.meta_init,
                  compile: bool = DEFAULTS.compile):
-        _check_choice("step_type", step_type, STEP_TYPES)
-        _check_choice("projection", projection, PROJECTIONS)
-        _check_choice("combine", combine, COMBINES)
-        _check_choice("meta_mode", meta_mode, META_MODES)
-        _check_choice("order", order, ORDERS)
-        _check_choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
-        if not 0.0 <= eta_min < eta_max:
-            raise ValueError(
-                f"need 0 <= eta_min < eta_max, got eta_min={eta_min}, eta_max={eta_max}")
-        if not eta_min <= eta0 <= eta_max or (projection == "sigmoid" and eta0 >= eta_max):
-            raise ValueError(f"eta0={eta0} must lie in [eta_min, eta_max] = [{eta_min}, {eta_max}]"
-                             + (" and below eta_max for projection=sigmoid"
-                                if projection == "sigmoid" else ""))
-        if meta_interval < 1:
-            raise ValueError(f"meta_interval must be >= 1, got {meta_interval}")
-        if features_per_group and step_type not in ("row", "column"):
-            raise ValueError("features_per_group=true needs step_type row or column, "
-                             f"got {step_type!r}")
+        check_options(step_type=step_type, projection=projection, combine=combine,
+                      meta_mode=meta_mode, order=order, meta_optimizer=meta_optimizer,
+                      eta0=eta0, eta_min=eta_min, eta_max=eta_max, meta_interval=meta_interval,
+                      features_per_group=features_per_group)
         self.passes: Passes = build_passes(model, group_size, group_by)
         self.blocks: list[Block] = self.passes.blocks
         self.loss_fn = loss_fn
@@ -268,15 +248,9 @@ class SAMT:
              *self.meta.theta[self._theta_offset[k]:self._theta_offset[k + 1]]]
             for k in range(len(self.blocks))]
         self._meta_params = groups
-        make = ((lambda ps: torch.optim.Adam(ps, lr=lr, fused=True)) if kind == "adam"
-                else (lambda ps: torch.optim.SGD(ps, lr=lr)))
-        self.meta_optimizers = [make(g) for g in groups]
-        # The batched meta step (``_step_all_meta``): one multi-tensor step over every block.
+        self._meta_step = MetaStep(groups, make_meta_optimizer(kind, lr))
+        self.meta_optimizers = self._meta_step.optimizers
         self._meta_flat = list(self.meta.parameters())
-        self._meta_all = make(self._meta_flat)
-
-    def _meta_optimizer(self, k: int) -> torch.optim.Optimizer:
-        return self.meta_optimizers[0 if len(self.meta_optimizers) == 1 else k]
 
     # --- step sizes ----------------------------------------------------------------------------
 
@@ -594,9 +568,7 @@ class SAMT:
         for p in params:  # a block's meta-optimizer touches only its own meta-parameters
             p.grad = None
         backward()
-        opt = self._meta_optimizer(k)
-        if not direct_adam_step(opt, [(p, opt.state.get(p)) for p in params]):
-            opt.step()
+        self._meta_step.step([0 if self.shared else k])
         self._stats.meta(k, meta_loss)
 
     def _flush_meta(self) -> None:
@@ -622,41 +594,8 @@ class SAMT:
                 for p in self._meta_params[k]:
                     p.grad = None
         if any(finite):
-            self._step_all_meta([entry[0] for entry, ok in zip(deferred, finite, strict=True)
-                                 if ok])
-
-    def _step_all_meta(self, ks: list[int]) -> None:
-        """One multi-tensor meta step over the blocks ``ks`` (their grads are set).
-
-        It works on the per-block optimizers' own state, so checkpoints keep the per-block
-        format: fused Adam's kernel called directly on all blocks' tensors, else the combined
-        optimizer ``_meta_all`` made to share the per-block state dicts (``state[p]`` is the same
-        dict object) and hyper-parameters.
-        """
-        group = self.meta_optimizers[ks[0]].param_groups[0]
-        if any(_hyper(self.meta_optimizers[k].param_groups[0]) != _hyper(group) for k in ks):
-            for k in ks:  # blocks given different hyper-parameters by hand: one by one
-                self.meta_optimizers[k].step()
-            return
-        pairs = [(p, self.meta_optimizers[k].state.get(p)) for k in ks
-                 for p in self._meta_params[k]]
-        if direct_adam_step(self.meta_optimizers[ks[0]], pairs):
-            return
-        combined = self._meta_all
-        combined.param_groups[0].update(_hyper(group))
-        for k in ks:
-            state = self.meta_optimizers[k].state
-            for p in self._meta_params[k]:
-                if p in state:
-                    combined.state[p] = state[p]
-                else:
-                    combined.state.pop(p, None)
-        combined.step()
-        for k in ks:  # state created by this first step (Adam's moments) goes to its owner
-            state = self.meta_optimizers[k].state
-            for p in self._meta_params[k]:
-                if p not in state and combined.state.get(p):
-                    state[p] = combined.state[p]
+            self._meta_step.step([entry[0] for entry, ok in zip(deferred, finite, strict=True)
+                                  if ok])
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -842,52 +781,3 @@ class SAMT:
         self.param_updates = state["param_updates"]
         self.skipped_total = state["skipped_total"]
         self.generator.set_state(state["generator"])
-
-
-# ``direct_adam_step`` in use (False: always ``Optimizer.step``; the tests compare the two).
-DIRECT_ADAM = True
-
-
-def direct_adam_step(opt: torch.optim.Optimizer,
-                     pairs: list[tuple[torch.Tensor, dict | None]]) -> bool:
-    """Step ``pairs`` (parameter, its state in ``opt``) with fused Adam's kernel called directly.
-
-    The same kernel, arguments and state as ``opt.step()`` (one fused Adam param group),
-    without its Python wrapper (about 0.1 ms per call on this CPU). Parameters without a
-    gradient are left alone. Returns False, doing nothing, where this does not apply: not
-    fused Adam, options the kernel call here does not pass, or a state not yet initialized
-    (the first step goes through ``opt.step()``).
-    """
-    if not DIRECT_ADAM or type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
-        return False
-    group = opt.param_groups[0]
-    if (not group.get("fused") or group["amsgrad"] or group["maximize"] or group["capturable"]
-            or group["differentiable"] or group.get("decoupled_weight_decay")
-            or isinstance(group["lr"], torch.Tensor) or getattr(opt, "grad_scale", None)
-            is not None or getattr(opt, "found_inf", None) is not None):
-        return False
-    pairs = [(p, state) for p, state in pairs if p.grad is not None]
-    if not pairs or any(not state for _, state in pairs):
-        return False
-    params = [p for p, _ in pairs]
-    steps = [state["step"] for _, state in pairs]
-    beta1, beta2 = group["betas"]
-    with torch.no_grad():
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(params, [p.grad for p in params],
-                           [state["exp_avg"] for _, state in pairs],
-                           [state["exp_avg_sq"] for _, state in pairs], [], steps,
-                           amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
-                           weight_decay=group["weight_decay"], eps=group["eps"],
-                           maximize=False, grad_scale=None, found_inf=None)
-    return True
-
-
-def _hyper(group: dict) -> dict:
-    """An optimizer param group's hyper-parameters (everything but its parameters)."""
-    return {key: value for key, value in group.items() if key != "params"}
-
-
-def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
