@@ -26,8 +26,11 @@ from samt.report.collect import Run
 from samt.run_folder import BUILD_KEYS, without_added_defaults
 
 REPLICATE_KEYS = ("seed", "dataset.split")
-BOOKKEEPING_KEYS = ("progress", "data.root", "data.download", "device", "eval_batch_size",
-                    "hydra", "resume", "tuning", "tags")
+# Keys that change no number of a run: they never split groups or name rows (a run with
+# logger=tensorboard sits in the same row as one with logger=none).
+BOOKKEEPING_KEYS = ("progress", "data.root", "data.cache_dir", "data.download", "device",
+                    "eval_batch_size", "hydra", "resume", "tuning", "tags", "logger",
+                    "optimized_metric")
 # Where the data were on the machine that ran (no part of a run's result): not in all_runs.csv.
 MACHINE_PATH_KEYS = ("data.root", "data.cache_dir")
 # step-size keys, in the order a sweep's x-axis is taken from (SAMT: eta_max, with eta0 tied to
