@@ -83,6 +83,46 @@ def hypergradient_product(g_new: torch.Tensor, g: torch.Tensor,
     return prod.sum(dim=dims, keepdim=True).reshape(step_shape)
 
 
+def meta_signal(g: torch.Tensor, g_new: torch.Tensor,
+                secondaries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                step_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """``P``: what every meta-gradient of a unit's step is made of, ``d loss / d eta = -P``.
+
+    ``g' * g`` of the weight summed to the step's shape (``hypergradient_product``, formed in
+    ``g``'s storage: ``g`` is overwritten), plus each bias-like parameter's ``g' * g`` carried
+    to the step's shape (``secondaries``: ``(g, g', param)``; ``secondary_step_adjoint``).
+    """
+    product = hypergradient_product(g_new, g, step_shape, inplace=True)
+    for g_p, g_new_p, param in secondaries:
+        product.add_(secondary_step_adjoint(g_new_p * g_p, step_shape, param))
+    return product
+
+
+def sigmoid_meta_grad(p: torch.Tensor, s: torch.Tensor | None, theta: torch.Tensor,
+                      z_m: torch.Tensor, c: torch.Tensor, beta_shape: tuple[int, ...] | None,
+                      z_shape: tuple[int, ...], inplace: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The analytic meta-gradient of ``-sum(eta * P)`` for the sigmoid-projected step
+    ``eta = beta*eta0 + c*s``, ``s = sigmoid(theta + z_m)``, ``c = (1-beta)*eta_max``.
+
+    ``s`` is formed from ``theta`` and ``z_m`` where not given. Returns the ``theta`` gradient
+    ``-P c s (1 - s)``, ``sum(P s)`` to ``c``'s shape, ``sum(P)`` to ``beta_shape`` (None
+    without: ``combine=learned``) and the ``z_m`` adjoint (the gradient summed to ``z_shape``);
+    ``d/d beta = eta_max sum(P s) - eta0 sum(P)`` (the caller's scale). ``inplace``: ``P`` and
+    ``s`` are overwritten (no full-size allocation; the eager call); without it the function is
+    pure, for ``torch.compile`` (``samt.optim.fused``), which fuses it into one or two loops.
+    """
+    if s is None:
+        s = torch.add(theta, z_m).sigmoid_()
+    sum_p = None
+    if beta_shape is not None:  # (a copy where no sum is needed: ``p`` may change next)
+        sum_p = p.sum_to_size(beta_shape) if tuple(beta_shape) != tuple(p.shape) else p.clone()
+    ps = p.mul_(s) if inplace else p * s
+    sum_ps = ps.sum_to_size(c.shape)
+    grad = s.sub_(1.0).mul_(ps).mul_(c) if inplace else (s - 1.0) * ps * c
+    return grad, sum_ps, sum_p, grad.sum_to_size(z_shape)
+
+
 # --- features ----------------------------------------------------------------------------------
 
 def squash(x: torch.Tensor) -> torch.Tensor:

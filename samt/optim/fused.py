@@ -2,8 +2,9 @@
 ``torch.compile`` (``SAMT(..., compile=True)``).
 
 Each function is the same arithmetic as the eager code in ``samt.optim.samt`` (``_apply``,
-``_unit_steps`` with ``fast=True``, ``_meta_update_fast``) written without in-place tricks, so
-that inductor fuses each into one or two loops over the weight. The results equal eager up to
+``_unit_steps`` with ``fast=True``) written without in-place tricks, so that inductor fuses each
+into one or two loops over the weight; the meta-gradient is the eager one itself
+(``samt.optim.components.sigmoid_meta_grad`` with ``inplace=False``). The results equal eager up to
 float rounding (inductor orders the reductions its own way). ``compiled(name)`` compiles one of
 them lazily, once per process; ``CompileUnavailable`` is raised when the platform cannot compile
 (no C compiler, unsupported Python), and ``SAMT`` then falls back to eager with one
@@ -15,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from samt.optim.components import sigmoid_meta_grad
 
 # torch.compile's options for every function. dynamic=None (torch's default): a graph for the
 # first weight shape, then one with symbolic sizes for all others (per dtype and variant), as
@@ -68,44 +71,8 @@ def step(theta: torch.Tensor, z_m: torch.Tensor, b0: torch.Tensor, c: torch.Tens
     return raw, (s if keep else None), row
 
 
-def meta(g: torch.Tensor, g_new: torch.Tensor, extras: list[torch.Tensor],
-         s: torch.Tensor | None, theta: torch.Tensor,
-         z_m: torch.Tensor, c: torch.Tensor, beta_shape: tuple[int, ...] | None,
-         z_shape: tuple[int, ...]) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None,
-                                            torch.Tensor, torch.Tensor]:
-    """The analytic meta-gradient of ``-sum(eta * P)`` (``_meta_update_fast``).
-
-    ``P = g' * g`` summed to the step's shape, plus the folded bias terms ``extras``. ``s`` is
-    the step's sigmoid if it was kept, else recomputed from ``theta`` and ``z_m``. Returns the
-    ``theta`` gradient ``-P c s (1 - s)`` (None when ``s`` was given: it is then written into
-    ``s``, no new full-size tensor), ``sum(P s)`` to ``c``'s shape, ``sum(P)`` to
-    ``beta_shape`` (None without), the ``z_m`` adjoint and the finiteness check.
-    """
-    shape = theta.shape
-    prod = g * g_new
-    if prod.shape == shape:
-        p = prod
-    elif len(shape) == 0:
-        p = prod.sum()
-    else:
-        dims = tuple(i for i, size in enumerate(shape) if size == 1 and prod.shape[i] != 1)
-        p = prod.sum(dim=dims, keepdim=True).reshape(shape)
-    for extra in extras:
-        p = p + extra
-    sig = torch.sigmoid(theta + z_m) if s is None else s
-    sum_p = p.sum_to_size(beta_shape) if beta_shape is not None else None
-    ps = p * sig
-    sum_ps = ps.sum_to_size(c.shape)
-    grad = (sig - 1.0) * ps * c
-    adjoint = grad.sum_to_size(z_shape)
-    check = sum_ps.sum() if sum_p is None else sum_ps.sum() + sum_p.sum()
-    if s is not None:
-        s.copy_(grad)
-        return None, sum_ps, sum_p, adjoint, check
-    return grad, sum_ps, sum_p, adjoint, check
-
-
-FUNCTIONS: dict[str, Callable] = {"features": features, "step": step, "meta": meta}
+FUNCTIONS: dict[str, Callable] = {"features": features, "step": step,
+                                  "meta": sigmoid_meta_grad}
 
 
 def compiled(name: str) -> Callable:

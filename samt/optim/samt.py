@@ -47,10 +47,10 @@ from samt.optim.components import (
     combine,
     feature_indices,
     gradient_features,
-    hypergradient_product,
+    meta_signal,
     project,
     secondary_step,
-    secondary_step_adjoint,
+    sigmoid_meta_grad,
     squash,
     step_shape,
     theta_init,
@@ -442,11 +442,8 @@ class SAMT:
         surrogate = meta_loss.new_zeros(())
         for unit, eta in zip(block.units, etas, strict=True):
             g, g_new = grad_of[id(unit.weight)]
-            # d loss / d eta = -product; formed in g's storage (g is not needed after this)
-            product = hypergradient_product(g_new, g, eta.shape, inplace=True)
-            for p in unit.secondaries:  # the bias steps are linear in eta: fold them in
-                g, g_new = grad_of[id(p)]
-                product.add_(secondary_step_adjoint(g_new * g, eta.shape, p))
+            # d loss / d eta = -P; formed in g's storage (g is not needed after this)
+            product = meta_signal(g, g_new, _secondaries(unit, grad_of), eta.shape)
             surrogate = surrogate - torch.dot(eta.reshape(-1), product.reshape(-1))
             del product
         del grad_of, etas
@@ -474,38 +471,23 @@ class SAMT:
         thetas, theta_grads, backs, checks = [], [], [], [meta_loss]
         for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
             theta = self.meta.theta[self._theta_offset[k] + i]
-            result = (self._fused_meta(unit, info, theta, grad_of)
-                      if self._compiles(grad_of[id(unit.weight)][0]) else None)
-            if result is not None:
-                grad, sum_ps, sum_p, adjoint, check = result
-                thetas.append(theta)
-                theta_grads.append(grad)
-                backs.append((info, adjoint, None if info.beta is None
-                              else eta_max * sum_ps - eta0 * sum_p))
-                checks.append(check)
-                continue
             g, g_new = grad_of[id(unit.weight)]
-            product = hypergradient_product(g_new, g, theta.shape, inplace=True)
+            product = meta_signal(g, g_new, _secondaries(unit, grad_of), theta.shape)
             if release:  # exact mode: nothing reads g' after this; free it before s is formed
                 new_grads[index[id(unit.weight)]] = None
                 grad_of[id(unit.weight)] = (product, None)
-            for p in unit.secondaries:
-                g, g_new = grad_of[id(p)]
-                product.add_(secondary_step_adjoint(g_new * g, theta.shape, p))
             g = g_new = None
-            if info.s is None:  # not kept from the visit: formed here, after g' is freed
+            args = (product, info.s, theta.detach(), info.z_m.detach(), info.c,
+                    None if info.beta is None else tuple(info.beta.shape), tuple(info.z_m.shape))
+            result = self._fused("meta", *args, False) if self._compiles(product) else None
+            if result is None:
                 with torch.no_grad():
-                    info.s = torch.add(theta, info.z_m).sigmoid_()
-            if info.beta is not None:  # (a copy where no sum is needed: product changes next)
-                sum_p = (product.sum_to_size(info.beta.shape) if info.beta.shape != product.shape
-                         else product.clone())
-            ps = product.mul_(info.s)                     # P * s
-            sum_ps = ps.sum_to_size(info.c.shape)
-            grad = info.s.sub_(1.0).mul_(ps).mul_(info.c)   # -P c s (1 - s), in s's storage
-            del product, ps
+                    result = sigmoid_meta_grad(*args, True)
+            del product, args
+            grad, sum_ps, sum_p, adjoint = result
             thetas.append(theta)
             theta_grads.append(grad)
-            backs.append((info, grad.sum_to_size(info.z_m.shape), None if info.beta is None
+            backs.append((info, adjoint, None if info.beta is None
                           else eta_max * sum_ps - eta0 * sum_p))
             checks.append(sum_ps.sum())
             if info.beta is not None:
@@ -521,26 +503,6 @@ class SAMT:
                 theta.grad = grad if theta.grad is None else theta.grad + grad
 
         self._meta_finish(k, torch.stack(checks).sum(), meta_loss, backward)
-
-    def _fused_meta(self, unit: Any, info: _Fast, theta: torch.Tensor,
-                    grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> tuple | None:
-        """``_meta_update_fast``'s chain for one unit through the compiled ``fused.meta``:
-        (``theta`` gradient, ``sum(P s)``, ``sum(P)`` or None, ``z_m`` adjoint, check), or None
-        where compiling fails. The gradient is written into a kept ``s``, else a new tensor."""
-        shape = theta.shape
-        g, g_new = grad_of[id(unit.weight)]
-        extras = []
-        for p in unit.secondaries:  # the bias terms, folded in as on the eager path
-            g_p, g_new_p = grad_of[id(p)]
-            extras.append(secondary_step_adjoint(g_new_p * g_p, shape, p))
-        result = self._fused("meta", g, g_new, extras, info.s, theta.detach(),
-                             info.z_m.detach(), info.c,
-                             None if info.beta is None else tuple(info.beta.shape),
-                             tuple(info.z_m.shape))
-        if result is None:
-            return None
-        grad, *rest = result
-        return (info.s if grad is None else grad, *rest)
 
     def _meta_finish(self, k: int, check: torch.Tensor, meta_loss: torch.Tensor,
                      backward: Callable[[], None]) -> None:
@@ -781,3 +743,9 @@ class SAMT:
         self.param_updates = state["param_updates"]
         self.skipped_total = state["skipped_total"]
         self.generator.set_state(state["generator"])
+
+
+def _secondaries(unit: Any, grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]]
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(g, g', param)`` of each bias-like parameter of ``unit`` (``meta_signal``)."""
+    return [(*grad_of[id(p)], p) for p in unit.secondaries]
