@@ -153,14 +153,7 @@ def test_combined_meta_step_equals_each_blocks_own_optimizer_step(monkeypatch, m
     runs = [run_pair(meta_mode=meta_mode, meta_lr=0.05)[::2]]
     monkeypatch.setattr(MetaStep, "step", own_steps)  # Optimizer.step, one block at a time
     runs.append(run_pair(meta_mode=meta_mode, meta_lr=0.05)[::2])
-    (fast, fm), (ref, rm) = runs
-    for a, b in zip([*fm.parameters(), *fast.meta.parameters()],
-                    [*rm.parameters(), *ref.meta.parameters()], strict=True):
-        assert torch.equal(a, b)
-    for oa, ob in zip(fast.meta_optimizers, ref.meta_optimizers, strict=True):
-        assert len(oa.state) == len(ob.state) > 0
-        for sa, sb in zip(oa.state.values(), ob.state.values(), strict=True):
-            assert all(torch.equal(sa[n], sb[n]) for n in sa)
+    _assert_same_runs(runs)
 
 
 @pytest.mark.parametrize("meta_mode", ["exact", "hypergradient"])
@@ -172,10 +165,17 @@ def test_functional_adam_meta_step_equals_the_combined_optimizer_step(monkeypatc
     for functional in (True, False):
         monkeypatch.setattr(meta_step, "FUNCTIONAL_ADAM", functional)
         runs.append(run_pair(meta_mode=meta_mode, meta_lr=0.05)[::2])
+    _assert_same_runs(runs)
+
+
+def _assert_same_runs(runs: list) -> None:
+    """Both (optimizer, model) runs hold equal weights, meta-parameters and meta-optimizer
+    state."""
     (fast, fm), (ref, rm) = runs
     for a, b in zip([*fm.parameters(), *fast.meta.parameters()],
                     [*rm.parameters(), *ref.meta.parameters()], strict=True):
         assert torch.equal(a, b)
     for oa, ob in zip(fast.meta_optimizers, ref.meta_optimizers, strict=True):
+        assert len(oa.state) == len(ob.state) > 0
         for sa, sb in zip(oa.state.values(), ob.state.values(), strict=True):
             assert all(torch.equal(sa[n], sb[n]) for n in sa)
