@@ -223,6 +223,8 @@ def _number(value: Any) -> float:
 
 
 def _epoch_time(run: Run) -> float:
+    if "epoch_time_s" in run.summary:  # a run rebuilt from all_runs.csv: the number it holds
+        return _number(run.summary["epoch_time_s"])
     epochs = _number(run.summary.get("epochs_completed"))
     return _number(run.summary.get("wall_time_s")) / epochs if epochs and epochs > 0 else math.nan
 
@@ -311,13 +313,16 @@ def aggregate(groups: list[Group]) -> pd.DataFrame:
 
 
 def run_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run folder: path, status, error, config keys (``MACHINE_PATH_KEYS`` left
-    out) and headline numbers; paths inside the current folder relative to it (``shown_path``)."""
+    """One row per run folder: path, status, error, epochs completed, metric and direction,
+    headline numbers and config keys (``MACHINE_PATH_KEYS`` left out); paths inside the current
+    folder relative to it (``shown_path``). ``collect.load_run_table`` reads it back."""
     records = []
     for run in sorted(runs, key=lambda r: str(r.path)):
         rec: dict[str, Any] = {"path": shown_path(str(run.path)), "status": run.status,
                                "error": run.summary.get("error"),
-                               "epochs_completed": run.summary.get("epochs_completed")}
+                               "epochs_completed": run.summary.get("epochs_completed"),
+                               "metric": run.summary.get("metric"),
+                               "higher_is_better": run.summary.get("higher_is_better")}
         rec.update({m.name: m.value(run) for m in METRICS})
         rec.update({k: format_value(v) if isinstance(v, tuple) else shown_path(v)
                     for k, v in run.config.items() if k not in MACHINE_PATH_KEYS})

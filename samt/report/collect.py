@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from samt.run_folder import COMPLETED_STATUSES
+from samt.run_folder import ADDED_DEFAULTS, COMPLETED_STATUSES
 
 FAILED_STATUSES = ("failed", "diverged", "interrupted")
 REQUIRED_CONFIG_KEYS = ("dataset.name", "model.name", "optimizer.name")
@@ -21,6 +22,11 @@ NUMBER_FIELDS = ("epochs_completed", "best_test_metric", "best_val_metric", "wal
 TEXT_FIELDS = ("status", "metric")
 FINAL_FIELDS = ("train_loss", "train_metric", "test_loss", "test_metric", "val_loss",
                 "val_metric")
+# all_runs.csv (aggregate.run_table): the columns before the flattened config, and the per-run
+# numbers (aggregate.METRICS, in that order).
+RUN_TABLE_FIELDS = ("path", "status", "error", "epochs_completed", "metric", "higher_is_better")
+RUN_TABLE_VALUES = ("final_test_metric", "best_test_metric", "final_train_loss", "epoch_time_s",
+                    "param_updates", "final_val_metric")
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Run:
     config: dict[str, Any]
     summary: dict[str, Any]
     metrics: pd.DataFrame
+    from_table: bool = False  # rebuilt from a row of an all_runs.csv: no per-epoch curves
 
     @property
     def status(self) -> str:
@@ -165,10 +172,126 @@ def load_run(path: Path) -> Run:
     return Run(path=path, config=config, summary=summary, metrics=_read_metrics(path))
 
 
+def is_run_table(path: Path) -> bool:
+    """Whether a PATH names a run table (an ``all_runs.csv`` or another ``.csv`` file)."""
+    return Path(path).suffix == ".csv" and Path(path).is_file()
+
+
+def _cell(text: str) -> Any:
+    """A config cell of all_runs.csv as the value it was written from: ``True``/``False``,
+    an int, a float, a list (``[400]``, ``[0.9,0.999]``: a tuple, as ``flatten`` makes it),
+    else the text; ``None`` for an empty cell (a null or absent key)."""
+    if text == "":
+        return None
+    if text in ("True", "False", "true", "false"):
+        return text in ("True", "true")
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        if not isinstance(number, float) or math.isfinite(number):
+            return number
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            items = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        if isinstance(items, list):
+            return _freeze([_cell(str(v)) if isinstance(v, str) else
+                            (_cell("") if v is None else v) for v in items])
+    return text
+
+
+def _number_or_none(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _metric_of(dataset: str) -> str:
+    """The test metric of a dataset for a run table without a ``metric`` column (older
+    all_runs.csv): RMSE for the UCI regression sets, accuracy otherwise."""
+    return "rmse" if dataset.startswith("uci_") else "accuracy"
+
+
+def run_from_row(row: dict[str, str], source: Path) -> Run:
+    """One line of an all_runs.csv (``aggregate.run_table``) as a ``Run`` without per-epoch
+    metrics: its config (cells parsed back, an empty one as None) and a summary holding the
+    numbers the tables read. Raises ``ValueError`` for a line without a dataset, model or
+    optimizer name."""
+    config = {k: _cell(v) for k, v in row.items()
+              if k not in RUN_TABLE_FIELDS + RUN_TABLE_VALUES and k is not None}
+    # empty cells stay as None: the grouping counts a null as absent, and run_table writes
+    # the column back as it was
+    for key, default in ADDED_DEFAULTS.items():  # 0 read back where 0.0 was written
+        if key in config and config[key] == default and type(config[key]) is not bool:
+            config[key] = default
+    # the flattened config's names are text even where they read as numbers
+    for key in (*REQUIRED_CONFIG_KEYS, "optimizer.label"):
+        if row.get(key):
+            config[key] = row[key]
+    missing = [k for k in REQUIRED_CONFIG_KEYS if not config.get(k)]
+    if missing:
+        raise ValueError(f"{source}: line of {row.get('path') or '?'}: no {', '.join(missing)}")
+    config.setdefault("optimizer.label", config["optimizer.name"])
+    values = {k: _number_or_none(row.get(k) or "") for k in RUN_TABLE_VALUES}
+    epochs = _cell(row.get("epochs_completed") or "")
+    metric = row.get("metric") or _metric_of(str(config["dataset.name"]))
+    higher = _cell(row.get("higher_is_better") or "")
+    if not isinstance(higher, bool):
+        higher = metric == "accuracy"
+    time = values["epoch_time_s"]
+    summary = {
+        "status": row.get("status") or "unknown", "error": row.get("error") or None,
+        "epochs_completed": epochs, "metric": metric, "higher_is_better": higher,
+        "final": {"test_metric": values["final_test_metric"],
+                  "val_metric": values["final_val_metric"],
+                  "train_loss": values["final_train_loss"]},
+        "best_test_metric": values["best_test_metric"],
+        "param_updates": values["param_updates"], "epoch_time_s": time,
+        "wall_time_s": time * epochs if time is not None and isinstance(epochs, int | float)
+        else None}
+    return Run(path=Path(row.get("path") or source), config=config, summary=summary,
+               metrics=pd.DataFrame(), from_table=True)
+
+
+def load_run_table(path: Path) -> list[Run]:
+    """Runs rebuilt from an ``all_runs.csv`` that ``samt-report`` wrote (one per line).
+    Raises ``ValueError`` when the file is not such a table."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path}: {' '.join(str(exc).split())}") from exc
+    needed = ("path", "status", *REQUIRED_CONFIG_KEYS, "final_test_metric")
+    absent = [c for c in needed if c not in frame.columns]
+    if absent:
+        raise ValueError(f"{path}: not an all_runs.csv of samt-report (no column "
+                         f"{', '.join(absent)})")
+    return [run_from_row(row, path) for row in frame.to_dict("records")]
+
+
 def load_runs(paths: Iterable[Path]) -> tuple[list[Run], list[str]]:
-    """All runs under ``paths`` plus one message per folder that could not be read."""
+    """All runs under ``paths`` plus one message per folder that could not be read.
+
+    A path that is a ``.csv`` file is read as an ``all_runs.csv`` (``load_run_table``): its
+    runs have no per-epoch curves (``Run.from_table``)."""
+    paths = [Path(p) for p in paths]
     runs, problems = [], []
-    for folder in find_run_dirs(paths):
+    tables = [p for p in paths if is_run_table(p)]
+    for table in tables:
+        try:
+            runs += load_run_table(table)
+        except ValueError as exc:
+            problems.append(str(exc))
+    folders = [p for p in paths if p not in tables]
+    if not folders:
+        if not runs and problems:
+            raise NoRunsError("; ".join(problems))
+        return runs, problems
+    for folder in find_run_dirs(folders):
         try:
             runs.append(load_run(folder))
         except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as exc:
