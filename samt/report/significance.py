@@ -23,6 +23,39 @@ from samt.report.stats import (
 from samt.report.tables import PM, Cell, Table, decimals
 
 
+@dataclass(frozen=True)
+class Margin:
+    """An equivalence margin: in the metric's units, or (``relative``) in percent of the row's
+    best mean (``--margin uci_boston=2%``: 2 % of the best mean RMSE of that row)."""
+
+    value: float
+    relative: bool = False
+
+    def absolute(self, best_mean: float) -> float:
+        """The margin in the metric's units for a row whose best mean is ``best_mean``."""
+        return self.value / 100 * abs(best_mean) if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.relative else f"{self.value:g}"
+
+
+def row_margin(margins: Mapping[str, float | Margin], dataset: str, best_mean: float) -> float:
+    """The margin of a row in the metric's units (NaN when its dataset has none)."""
+    margin = margins.get(dataset)
+    if margin is None:
+        return math.nan
+    return margin.absolute(best_mean) if isinstance(margin, Margin) else float(margin)
+
+
+def margin_text(margins: Mapping[str, float | Margin], dataset: str, best_mean: float) -> str:
+    """``0.1`` or ``2% = 0.0642``: the margin as given and, when relative, in the units."""
+    margin = margins[dataset]
+    absolute = row_margin(margins, dataset, best_mean)
+    if isinstance(margin, Margin) and margin.relative:
+        return f"{margin} = {absolute:.3g}"
+    return f"{absolute:g}"
+
+
 @dataclass
 class _Comparison:
     """One optimizer against its row's best: Welch's t and p, and the TOST p (NaN: no margin)."""
@@ -43,14 +76,15 @@ def _best(members: list[Group], means: dict[int, float]) -> Group | None:
 
 
 def significance_table(groups: list[Group], rows: list[str],
-                       margins: Mapping[str, float] | None = None) -> Table | None:
+                       margins: Mapping[str, float | Margin] | None = None) -> Table | None:
     """One line per group; ``None`` when no group has two completed runs (nothing to test).
 
     The reference of each row is the group with the best mean (higher accuracy, lower RMSE);
     every other group is compared with it by Welch's two-sided t-test. The comparisons of the
     whole table are one family: their p-values are adjusted by Holm's method, and a verdict is
     "better"/"worse" only at an adjusted p < ``ALPHA``. With a margin for the group's dataset
-    (``margins[dataset]``, in the metric's units) the two one-sided tests (TOST, also
+    (``margins[dataset]``, in the metric's units, or a relative ``Margin``: percent of the
+    row's best mean) the two one-sided tests (TOST, also
     Holm-adjusted over the table) can make it "equivalent"; otherwise it is "inconclusive".
     """
     if not any(len(g.completed) >= 2 for g in groups):
@@ -66,7 +100,7 @@ def significance_table(groups: list[Group], rows: list[str],
         if best is None or g is best or sums[id(g)].n == 0:
             continue
         test = welch(values[id(g)], values[id(best)])
-        margin = margins.get(g.dataset, math.nan)
+        margin = row_margin(margins, g.dataset, sums[id(best)].mean)
         comparisons[id(g)] = _Comparison(g, best, test.t, test.p,
                                          tost(values[id(g)], values[id(best)], margin))
     family = list(comparisons.values())
@@ -83,6 +117,7 @@ def significance_table(groups: list[Group], rows: list[str],
         places = decimals([sums[id(g)].mean for g in members])
         for g in members:
             s, best = sums[id(g)], bests.get(row)
+            s_best = sums[id(best)] if best is not None else s
             mean = f"{s.mean:.{places}f}" if s.n else "–"
             if s.n >= 2:
                 mean += f" {PM} {s.std:.{places}f}"
@@ -98,8 +133,8 @@ def significance_table(groups: list[Group], rows: list[str],
                     "better", "worse") else f"{label} ({format_p(p)})"
                 adjusted = format_p(p_holm[id(g)])
                 final = decide(c.t, p_holm[id(g)], p_tost[id(g)], bool(g.higher_is_better))
-                if math.isfinite(margins.get(g.dataset, math.nan)):
-                    final += (f" (margin {margins[g.dataset]:g}, TOST "
+                if math.isfinite(row_margin(margins, g.dataset, s_best.mean)):
+                    final += (f" (margin {margin_text(margins, g.dataset, s_best.mean)}, TOST "
                               f"{format_p(p_tost[id(g)])})")
             body.append([Cell(row), Cell(g.column), Cell(str(g.metric_name or "")),
                          Cell(str(s.n)), Cell(mean, best=g is best), Cell(ci), Cell(against),

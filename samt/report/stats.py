@@ -74,6 +74,26 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Comparison:
     return Comparison(float(t), float(df), p)
 
 
+def difference_ci(a: Sequence[float], b: Sequence[float],
+                  level: float = LEVEL) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` and its two-sided ``level`` confidence interval by Welch and
+    Satterthwaite (the degrees of freedom of ``welch``); NaN bounds when either side has < 2
+    finite values, both bounds at the difference when neither side has any spread."""
+    x = np.array([v for v in a if math.isfinite(v)], dtype=float)
+    y = np.array([v for v in b if math.isfinite(v)], dtype=float)
+    if x.size == 0 or y.size == 0:
+        return math.nan, math.nan, math.nan
+    diff = float(x.mean() - y.mean())
+    if x.size < 2 or y.size < 2:
+        return diff, math.nan, math.nan
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    if vx + vy == 0:
+        return diff, diff, diff
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = float(_st.t.ppf(0.5 + level / 2, df)) * math.sqrt(vx + vy)
+    return diff, diff - half, diff + half
+
+
 def verdict(a: Sequence[float], b: Sequence[float], higher_is_better: bool,
             alpha: float = ALPHA) -> tuple[str, float]:
     """``("better" | "worse" | "no significant difference" | "too few runs", p)`` for ``a``
