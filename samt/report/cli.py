@@ -1,5 +1,7 @@
 """``samt-report PATH... [--out DIR] [--target [DATASET=]VALUE]... [--val-target
-[DATASET=]VALUE]... [--formats md,tex,csv]``."""
+[DATASET=]VALUE]... [--margin [DATASET=]VALUE[%]]... [--only NAME,...] [--self-tuning]
+[--formats md,tex,csv]``; a PATH is a run folder, a folder holding run folders, or an
+``all_runs.csv`` that samt-report wrote (re-analysis without the run folders)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import pandas as pd
 
 from samt.report.aggregate import (
     DEFAULT_TARGETS,
+    METRICS,
     Group,
     aggregate,
     build_groups,
@@ -22,10 +28,12 @@ from samt.report.aggregate import (
     val_target_costs,
     val_targets,
 )
-from samt.report.collect import NoRunsError, load_runs
+from samt.report.collect import NoRunsError, is_run_table, load_runs
+from samt.report.forest import forest_table, plot_forest
 from samt.report.plots import palette, plot_all, plot_performance_profiles, unique_slugs
+from samt.report.self_tuning import plot_self_tuning_profile, self_tuning, self_tuning_table
 from samt.report.sensitivity import plot_tuneability
-from samt.report.significance import significance_table
+from samt.report.significance import Margin, significance_table
 from samt.report.tables import (
     FORMATS,
     Table,
@@ -34,6 +42,16 @@ from samt.report.tables import (
     val_target_table,
     write_tables,
 )
+
+T = TypeVar("T")
+# What --only can name: tables (with their long CSVs), CSVs, figure kinds, report.md.
+OUTPUTS = (*(m.name for m in METRICS), "run_counts", "time_to_target", "significance",
+           "val_time_to_target", "forest", "self_tuning", "aggregates", "all_runs", "curves",
+           "samt_steps", "lr_sensitivity", "sensitivity", "tuning_budget",
+           "performance_profile", "report")
+# Outputs that read per-epoch curves (metrics.csv): not written from an all_runs.csv.
+CURVE_OUTPUTS = frozenset(("time_to_target", "val_time_to_target", "performance_profile",
+                           "curves", "samt_steps"))
 
 
 def parse_targets(values: Sequence[str], defaults: dict[str, float] | None = None,
@@ -63,7 +81,27 @@ def parse_targets(values: Sequence[str], defaults: dict[str, float] | None = Non
     return {**targets, **named}
 
 
-def per_dataset(targets: dict[str, float], groups: list[Group]) -> dict[str, float]:
+def parse_margins(values: Sequence[str]) -> dict[str, Margin]:
+    """``["mnist=0.1", "uci_boston=2%"]`` -> margins per dataset: in the metric's units, or
+    with ``%`` relative to the row's best mean; a bare ``VALUE`` (key ``"*"``) is the margin of
+    every dataset that no ``DATASET=VALUE`` names. A margin must be a positive number."""
+    margins: dict[str, Margin] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        relative = number.endswith("%")
+        try:
+            parsed = float(number.removesuffix("%"))
+        except ValueError:
+            parsed = math.nan
+        if not (math.isfinite(parsed) and parsed > 0):
+            raise argparse.ArgumentTypeError(
+                f"--margin {value!r}: expected [DATASET=]VALUE or [DATASET=]VALUE% with a "
+                "positive number (in the metric's units, or % of the row's best mean)")
+        margins[name or "*"] = Margin(parsed, relative)
+    return margins
+
+
+def per_dataset(targets: dict[str, T], groups: list[Group]) -> dict[str, T]:
     """``parse_targets``' result with the bare value (``"*"``) given to every other dataset."""
     targets = dict(targets)
     if "*" in targets:
@@ -81,6 +119,16 @@ def _formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def _only(text: str) -> frozenset[str]:
+    chosen = frozenset(o.strip() for o in text.split(",") if o.strip())
+    unknown = sorted(chosen - set(OUTPUTS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown output(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{','.join(OUTPUTS)}")
+    return chosen
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samt-report",
@@ -88,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "over seeds into paper tables and plots.")
     parser.add_argument("paths", nargs="+", type=Path,
                         help="run folders or folders to search for them (any folder holding "
-                             "a summary.json)")
+                             "a summary.json), or all_runs.csv files of earlier reports")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: report/ inside the first PATH, beside "
                              "the runs it reports)")
@@ -101,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "default per workload: the median over its optimizers of their "
                              "mean best validation metric; a bare VALUE applies to every "
                              "dataset not named")
-    parser.add_argument("--margin", action="append", default=[], metavar="[DATASET=]VALUE",
-                        help="equivalence margin of the significance table, in the metric's "
-                             "units, repeatable (e.g. mnist=0.1 fashion_mnist=0.3): a difference "
-                             "to the row's best shown within it by the two one-sided tests is "
-                             "'equivalent'; state it before looking at the results. Default: "
-                             "none (verdicts 'better', 'worse' or 'inconclusive')")
+    parser.add_argument("--margin", action="append", default=[], metavar="[DATASET=]VALUE[%]",
+                        help="equivalence margin of the significance table and the forest "
+                             "plot, in the metric's units or, with %%, in percent of the row's "
+                             "best mean, repeatable (e.g. mnist=0.1 fashion_mnist=0.3 2%%): a "
+                             "difference to the row's best shown within it by the two "
+                             "one-sided tests is 'equivalent'; state it before looking at the "
+                             "results. Default: none (verdicts 'better', 'worse' or "
+                             "'inconclusive')")
     parser.add_argument("--columns", choices=("global", "per-row"), default="global",
                         help="split optimizer columns by knobs that differ anywhere (global) or "
                              "only within a row (per-row: step sizes tuned per dataset share "
@@ -115,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write only the validation time-to-target table and the "
                              "performance profiles, e.g. across the runs of several tables "
                              "(make profiles)")
+    parser.add_argument("--only", type=_only, default=None, metavar="NAME,...",
+                        help="write only these outputs (e.g. significance,forest to refresh a "
+                             "committed report without touching its other files); names: "
+                             + ",".join(OUTPUTS))
+    parser.add_argument("--self-tuning", action="store_true",
+                        help="add the self-tuning track (self_tuning.*, plots/"
+                             "self_tuning_profile.*) from grid runs: one step size per "
+                             "optimizer for all workloads, chosen leave-one-workload-out")
     parser.add_argument("--formats", type=_formats, default=FORMATS, metavar="md,tex,csv",
                         help="table formats to write (default: md,tex,csv)")
     return parser
@@ -133,6 +191,11 @@ def write_index(tables: list[Table], plots: list[Path], out: Path) -> Path:
     return path
 
 
+def _error(message: str) -> int:
+    print(f"samt-report: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``samt-report``; returns the exit code (2: bad arguments, ``--out`` not a
     folder, or no runs)."""
@@ -141,74 +204,86 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         targets = parse_targets(args.target)
         given_val = parse_targets(args.val_target, defaults={}, option="--val-target")
-        given_margins = parse_targets(args.margin, defaults={}, option="--margin")
+        given_margins = parse_margins(args.margin)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.out is None:
-        args.out = args.paths[0] / "report"
+        first: Path = args.paths[0]
+        args.out = (first.parent if is_run_table(first) else first) / "report"
     if args.out.exists() and not args.out.is_dir():
-        print(f"samt-report: error: --out {args.out} is a file; pass a folder (created if "
-              "needed)", file=sys.stderr)
-        return 2
+        return _error(f"--out {args.out} is a file; pass a folder (created if needed)")
     try:
         runs, problems = load_runs(args.paths)
     except NoRunsError as exc:
-        print(f"samt-report: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     for problem in problems:
         print(f"samt-report: warning: skipped unreadable run folder: {problem}", file=sys.stderr)
     if not runs:
         names = ", ".join(str(p) for p in args.paths)
-        print(f"samt-report: error: no readable run folders under: {names}", file=sys.stderr)
-        return 2
+        return _error(f"no readable run folders under: {names}")
+
+    if args.profiles_only:
+        only = frozenset(("val_time_to_target", "performance_profile", "report"))
+    else:
+        only = args.only or frozenset(o for o in OUTPUTS if o != "self_tuning")
+    if args.self_tuning:
+        only = only | {"self_tuning"}
+    curves = not any(r.from_table for r in runs)  # all_runs.csv holds no per-epoch curves
+    skipped = sorted(only & CURVE_OUTPUTS) if not curves else []
+    only = only - CURVE_OUTPUTS if not curves else only
 
     groups = build_groups(runs, per_row_columns=args.columns == "per-row")
     rows, columns = rows_and_columns(groups)
     targets = per_dataset(targets, groups)
+    margins = per_dataset(given_margins, groups)
     agg = aggregate(groups)
-    ttt = time_to_target(groups, targets)
-    val_costs = val_target_costs(groups, val_targets(groups, per_dataset(given_val, groups)))
+    ttt = time_to_target(groups, targets) if "time_to_target" in only else pd.DataFrame()
+    val_costs = pd.DataFrame()
+    if {"val_time_to_target", "performance_profile"} & only:
+        val_costs = val_target_costs(groups, val_targets(groups, per_dataset(given_val, groups)))
     profiled, not_everywhere = on_every_workload(val_costs)
-    if args.profiles_only:
-        tables = [val_target_table(val_costs)] if not val_costs.empty else []
-    else:
-        tables = build_tables(agg, ttt, rows, columns)
-        margins = per_dataset(given_margins, groups)
-        bad = {k: v for k, v in margins.items() if not v > 0}
-        if bad:
-            parser.error(f"--margin {', '.join(f'{k}={v:g}' for k, v in bad.items())}: a "
-                         "margin must be a positive number in the metric's units")
+    tables = [t for t in build_tables(agg, ttt, rows, columns) if t.name in only]
+    if "significance" in only:
         significance = significance_table(groups, rows, margins)
         if significance is not None:
             tables.append(significance)
-        if not val_costs.empty:
-            tables.append(val_target_table(val_costs))
+    if not val_costs.empty and "val_time_to_target" in only:
+        tables.append(val_target_table(val_costs))
+    sweeps = lr_sweeps(groups)
+    tuning, tuning_notes = (self_tuning(sweeps) if "self_tuning" in only
+                            else (pd.DataFrame(), []))
+    if not tuning.empty:
+        tables.append(self_tuning_table(tuning))
+    forest = forest_table(groups, rows, margins) if "forest" in only else pd.DataFrame()
 
     out: Path = args.out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"samt-report: error: --out {out} cannot be created as a folder: {exc}",
-              file=sys.stderr)
-        return 2
+        return _error(f"--out {out} cannot be created as a folder: {exc}")
     written = write_tables(tables, out, args.formats)
-    if "csv" in args.formats and not args.profiles_only:
-        for name, frame in (("aggregates", agg), ("all_runs", run_table(runs))):
-            frame.convert_dtypes().to_csv(out / f"{name}.csv", index=False)
-            written.append(out / f"{name}.csv")
-        if not ttt.empty:
-            ttt.convert_dtypes().to_csv(out / "time_to_target_long.csv", index=False)
-            written.append(out / "time_to_target_long.csv")
-        if not val_costs.empty:
-            val_costs.to_csv(out / "val_time_to_target_long.csv", index=False)
-            written.append(out / "val_time_to_target_long.csv")
-    sweeps = lr_sweeps(groups)
-    plots = [] if args.profiles_only else plot_all(groups, sweeps, columns, out / "plots")
+    long_csvs = [("aggregates", agg), ("all_runs", run_table(runs)),
+                 ("time_to_target_long", ttt), ("forest", forest), ("self_tuning_long", tuning)]
     if not args.profiles_only:
-        rows_named = unique_slugs(list(dict.fromkeys(g.row for g in groups)))
-        plots += plot_tuneability(sweeps, palette(columns), out / "plots", rows_named)
-    plots += plot_performance_profiles(profiled, palette(columns), out / "plots")
-    if "md" in args.formats:
+        long_csvs.append(("val_time_to_target_long", val_costs))
+    for name, frame in long_csvs if "csv" in args.formats else []:
+        if name.removesuffix("_long") in only and not frame.empty:
+            if name == "val_time_to_target_long":
+                frame.to_csv(out / f"{name}.csv", index=False)
+            else:
+                frame.convert_dtypes().to_csv(out / f"{name}.csv", index=False)
+            written.append(out / f"{name}.csv")
+    plots = plot_all(groups, sweeps, columns, out / "plots", kinds=only)
+    rows_named = unique_slugs(list(dict.fromkeys(g.row for g in groups)))
+    plots += plot_tuneability(sweeps, palette(columns), out / "plots", rows_named, kinds=only)
+    if "performance_profile" in only:
+        plots += plot_performance_profiles(profiled, palette(columns), out / "plots")
+    if "forest" in only:
+        plots += plot_forest(forest, out / "plots")
+    if not tuning.empty:
+        names = list(dict.fromkeys(tuning["optimizer"]))
+        plots += plot_self_tuning_profile(tuning, palette(names), out / "plots")
+    if "md" in args.formats and "report" in only:
         written.append(write_index(tables, plots, out))
 
     failed = sum(r.failed for r in runs)
@@ -218,14 +293,19 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{running} running" + (f", {len(problems)} unreadable" if problems else ""))
     print(f"  tables ({','.join(args.formats)}): {len(written)} files in {out}/")
     print(f"  plots (png, pdf): {len(plots)} files in {out / 'plots'}/")
+    if skipped:
+        print(f"  runs read from all_runs.csv have no per-epoch curves (metrics.csv): skipped "
+              f"{', '.join(skipped)}")
     no_target = sorted({g.dataset for g in groups} - set(targets))
-    if args.profiles_only:
-        pass  # no test-metric tables: time to target is not written
+    if "time_to_target" not in only:
+        pass  # not asked for (or skipped): nothing to say about targets
     elif ttt.empty:
         print("  time to target: no targets for these datasets (use --target DATASET=VALUE)")
     elif no_target:
         print(f"  time to target: none for {', '.join(no_target)} (use --target DATASET=VALUE)")
-    if val_costs.empty:
+    if not {"val_time_to_target", "performance_profile"} & only:
+        pass
+    elif val_costs.empty:
         print("  performance profiles: no run has a validation metric (data.val_fraction=0)")
     else:
         print(f"  performance profiles: {val_costs['row'].nunique()} workload(s) with a "
@@ -233,6 +313,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not_everywhere:
         print(f"  performance profiles leave out {', '.join(not_everywhere)}: not run on "
               "every workload")
+    if "forest" in only and forest.empty:
+        print("  forest plot: no row with a completed SAMT column and a completed peer")
+    if "self_tuning" in only:
+        if tuning.empty:
+            print("  self-tuning: no optimizer with a step-size grid on two or more workloads")
+        else:
+            print(f"  self-tuning: {tuning['optimizer'].nunique()} optimizer(s) on "
+                  f"{tuning['row'].nunique()} workload(s) (self_tuning.md, "
+                  "plots/self_tuning_profile.png)")
+        for note in tuning_notes:
+            print(f"  self-tuning leaves out {note}")
     return 0
 
 

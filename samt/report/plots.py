@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ CURVE_Y = (("test_metric", "test metric"), ("train_loss", "train loss"))
 CURVE_X = (("epoch", "epoch"), ("param_updates", "parameter updates"),
            ("wall_time_s", "training seconds"))
 BLOCK_COLUMN = re.compile(r"^b(\d+)_eta_mean$")
+ROW_FIGURES = ("curves", "samt_steps", "lr_sensitivity")  # plot_all's kinds of figure
 
 
 def slug(text: str) -> str:
@@ -258,17 +260,22 @@ def plot_performance_profiles(costs: pd.DataFrame, colors: dict[str, tuple],
 
 
 def plot_all(groups: list[Group], sweeps: list[LRSweep], columns: list[str],
-             out: Path) -> list[Path]:
-    """Every figure for every row (dataset / model); returns the files written."""
+             out: Path, kinds: Collection[str] = ROW_FIGURES) -> list[Path]:
+    """Every figure of ``kinds`` (``ROW_FIGURES``) for every row (dataset / model); returns the
+    files written."""
+    if not set(kinds) & set(ROW_FIGURES):
+        return []
     out.mkdir(parents=True, exist_ok=True)
     colors = palette(columns)
     written: list[Path] = []
     names = unique_slugs(list(dict.fromkeys(g.row for g in groups)))
     for row, name in names.items():
         members = [g for g in groups if g.row == row]
-        written += plot_curves(row, members, colors, out, name)
-        written += plot_samt_steps(row, members, colors, out, name)
+        if "curves" in kinds:
+            written += plot_curves(row, members, colors, out, name)
+        if "samt_steps" in kinds:
+            written += plot_samt_steps(row, members, colors, out, name)
         row_sweeps = [s for s in sweeps if s.row == row]
-        if row_sweeps:
+        if row_sweeps and "lr_sensitivity" in kinds:
             written += plot_lr_sensitivity(row, row_sweeps, colors, out, name)
     return written

@@ -13,6 +13,7 @@ chooses. The sensitivity figure puts every optimizer on one x-axis by plotting e
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,9 +150,12 @@ def plot_tuning_budget(row: str, sweeps: list[LRSweep], colors: dict[str, tuple]
 
 
 def plot_tuneability(sweeps: list[LRSweep], colors: dict[str, tuple], out: Path,
-                     names: dict[str, str]) -> list[Path]:
-    """The sensitivity and tuning-budget figures of every row with a sweep that has a
-    validation metric; ``names``: each row's file-name part."""
+                     names: dict[str, str],
+                     kinds: Collection[str] = ("sensitivity", "tuning_budget")) -> list[Path]:
+    """The sensitivity and tuning-budget figures (those of ``kinds``) of every row with a sweep
+    that has a validation metric; ``names``: each row's file-name part."""
+    if "sensitivity" not in kinds and "tuning_budget" not in kinds:
+        return []
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for row, name in names.items():
@@ -159,6 +163,8 @@ def plot_tuneability(sweeps: list[LRSweep], colors: dict[str, tuple], out: Path,
         if not row_sweeps:
             continue
         metric = row_sweeps[0].points[0][1].metric_name or "metric"
-        written += plot_sensitivity(row, row_sweeps, colors, out, name, metric)
-        written += plot_tuning_budget(row, row_sweeps, colors, out, name, metric)
+        if "sensitivity" in kinds:
+            written += plot_sensitivity(row, row_sweeps, colors, out, name, metric)
+        if "tuning_budget" in kinds:
+            written += plot_tuning_budget(row, row_sweeps, colors, out, name, metric)
     return written
