@@ -400,16 +400,8 @@ def _validate_samt_options(cfg: dict[str, Any]) -> None:
     if "seed" in opt:
         _seed(cfg, "optimizer.seed")
     _bool(cfg, "optimizer.eta_shared")
-    for key in ("meta_normalize", "compile"):  # keys added later: absent in old run configs
-        if key in opt:
-            _bool(cfg, f"optimizer.{key}")
-    if "meta_trace" in opt:  # added later too
-        _number(cfg, "optimizer.meta_trace", float, 0.0, high=1.0, high_strict=True)
-        if opt["meta_trace"] and opt.get("meta_mode") != "hypergradient":
-            _fail("optimizer.meta_trace", opt["meta_trace"],
-                  "needs optimizer.meta_mode=hypergradient (0 for the other modes)")
-    if "meta_anchor" in opt:  # added later too
-        _number(cfg, "optimizer.meta_anchor", float, 0.0)
+    if "compile" in opt:  # a key added later: absent in old run configs
+        _bool(cfg, "optimizer.compile")
     _bool(cfg, "optimizer.features_per_group")
     features = opt.get("features")
     if not isinstance(features, list) or not features or any(

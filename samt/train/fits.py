@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from samt.errors import ConfigError
-from samt.models import build_model
+from samt.targets import build_configured_model
 
 BYTES_PER_PARAM = 2 * 4  # float32 weights and their gradients: the least a step needs
 
@@ -88,10 +88,9 @@ def check_fits(cfg: dict[str, Any], input_shape: Sequence[int], num_outputs: int
     available = available_memory(device)
     if available is None:
         return
-    options = {k: v for k, v in cfg["model"].items() if k != "name"}
     try:
         with torch.device("meta"):
-            model = build_model(cfg["model"]["name"], input_shape, num_outputs, **options)
+            model = build_configured_model(cfg["model"], input_shape, num_outputs)
     except Exception:  # a user error here is reported when the model is built for real
         return
     params = sum(p.numel() for p in model.parameters())
