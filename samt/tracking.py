@@ -65,6 +65,11 @@ PACKAGES = {"tensorboard": ("tensorboard", "tensorboard", "tensorboard"),
             "wandb": ("wandb", "wandb", "wandb")}
 
 
+# The run's status (samt.run_folder) -> the MLflow run status it ends with.
+MLFLOW_STATUS = {"completed": "FINISHED", "reached_target": "FINISHED", "interrupted": "KILLED",
+                 "failed": "FAILED", "diverged": "FAILED"}
+
+
 class TrackerError(Exception):
     """The logger cannot start (its package cannot be imported, its folder is a file): a user
     error, found before the run touches its folder."""
@@ -82,7 +87,7 @@ class Tracker(Protocol):
 
     def log_row(self, row: dict[str, Any]) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, status: str = "completed") -> None: ...
 
 
 class NoTracker:
@@ -94,7 +99,7 @@ class NoTracker:
     def log_row(self, row: dict[str, Any]) -> None:
         """Nothing to do."""
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
         """Nothing to do."""
 
 
@@ -174,7 +179,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -263,9 +268,11 @@ class MlflowTracker:
         metrics = [Metric(tag, value, now, step) for tag, value in scalars(row).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
+        """End the MLflow run with the run's outcome: FINISHED (completed or reached_target),
+        KILLED (interrupted) or FAILED (failed, diverged)."""
         if self.run_id is not None:
-            self.client.set_terminated(self.run_id)
+            self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FAILED"))
             self.run_id = None
 
 
@@ -314,9 +321,11 @@ class WandbTracker:
     def log_row(self, row: dict[str, Any]) -> None:
         self.run.log(scalars(row), step=int(row["epoch"]))
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
+        """Finish the W&B run: exit code 0 when the run completed (or reached its target), else
+        1."""
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=0 if status in ("completed", "reached_target") else 1)
             self.run = None
 
 
@@ -333,7 +342,7 @@ class Trackers:
             try:
                 tracker.open()
             except BaseException:
-                self.close()
+                self.close("failed")
                 raise
             self.opened.append(tracker)
 
@@ -341,12 +350,12 @@ class Trackers:
         for tracker in self.opened:
             tracker.log_row(row)
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
         """Close every open tracker, then raise the first failure (if any)."""
         failure: BaseException | None = None
         for tracker in reversed(self.opened):
             try:
-                tracker.close()
+                tracker.close(status)
             except BaseException as exc:  # close the others first
                 failure = failure or exc
         self.opened = []

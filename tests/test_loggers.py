@@ -85,6 +85,30 @@ def test_mlflow_holds_the_metrics_csv_scalars_the_tags_and_the_config(tmp_path):
         assert [m.value for m in history] == pytest.approx([float(r[column]) for r in rows])
 
 
+def test_the_mlflow_and_wandb_runs_end_with_the_runs_outcome(tmp_path, monkeypatch):
+    """A diverged run ends its MLflow run FAILED (not FINISHED) and its W&B run with exit
+    code 1; an interrupted one KILLED."""
+    _needs("mlflow", "mlflow")
+    for status in ("diverged", "interrupted", "reached_target"):
+        settings = {"tracking_uri": None, "experiment_name": "samt", "run_name": status}
+        tracker = MlflowTracker(tmp_path, settings, (), {"seed": 0}, resume=False)
+        tracker.open()
+        tracker.close(status)
+    ended = {r.info.run_name: r.info.status for r in _mlflow_runs(tmp_path / MLFLOW_DIR)}
+    assert ended == {"diverged": "FAILED", "interrupted": "KILLED",
+                     "reached_target": "FINISHED"}
+    finished: list[int] = []
+
+    class FakeWandbRun:
+        def finish(self, exit_code: int = 0) -> None:
+            finished.append(exit_code)
+    wandb = WandbTracker.__new__(WandbTracker)
+    for status in ("completed", "failed", "reached_target"):
+        wandb.run = FakeWandbRun()
+        wandb.close(status)
+    assert finished == [0, 1, 0]
+
+
 def test_mlflow_settings_name_the_store_experiment_and_run(tmp_path):
     _needs("mlflow", "mlflow")
     store = tmp_path / "elsewhere"
@@ -209,8 +233,8 @@ class _Fake:
     def log_row(self, row: dict[str, Any]) -> None:
         self.log.append(f"row {self.name}")
 
-    def close(self) -> None:
-        self.log.append(f"close {self.name}")
+    def close(self, status: str = "completed") -> None:
+        self.log.append(f"close {self.name} {status}")
 
 
 def test_trackers_close_what_opened_when_one_cannot_open():
@@ -218,7 +242,7 @@ def test_trackers_close_what_opened_when_one_cannot_open():
     trackers = Trackers([_Fake(log, "a"), _Fake(log, "b", fail=True), _Fake(log, "c")])
     with pytest.raises(OSError, match="b cannot open"):
         trackers.open()
-    assert log == ["open a", "close a"]
+    assert log == ["open a", "close a failed"]
 
 
 def test_csv_and_none_write_nothing_beyond_metrics_csv(tmp_path):

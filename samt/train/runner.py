@@ -371,7 +371,7 @@ class Run:
                       f"{type(write_exc).__name__}: {write_exc}")
             raise
         finally:
-            self.tracker.close()
+            self.tracker.close(str(self.summary.get("status") or "failed"))
         self.write(final=True)
         LOG.info("run %s after %s epochs (%.1f s of training)", self.summary["status"],
                  self.summary.get("epochs_completed"), self.wall_time)
