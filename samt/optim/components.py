@@ -100,7 +100,7 @@ def meta_signal(g: torch.Tensor, g_new: torch.Tensor,
 
 def sigmoid_meta_grad(p: torch.Tensor, s: torch.Tensor | None, theta: torch.Tensor,
                       z_m: torch.Tensor, c: torch.Tensor, beta_shape: tuple[int, ...] | None,
-                      z_shape: tuple[int, ...], inplace: bool
+                      z_shape: tuple[int, ...], inplace: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The analytic meta-gradient of ``-sum(eta * P)`` for the sigmoid-projected step
     ``eta = beta*eta0 + c*s``, ``s = sigmoid(theta + z_m)``, ``c = (1-beta)*eta_max``.
@@ -148,6 +148,16 @@ def gradient_features(g: torch.Tensor, group_dim: int | None = None) -> torch.Te
     mean = total / n
     var = (sq / n - mean * mean).clamp_min(0.0)
     return torch.stack([mean, var, mx, mn, sq.sqrt()], dim=-1)
+
+
+def features(g: torch.Tensor, group_dim: int | None, idx: tuple[int, ...]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a step reads of a gradient: its raw features (``gradient_features``), the squashed
+    selected ones ``phi`` (columns ``idx``) and the gradient's norm (shape (1,)). Run eager, or
+    compiled by ``samt.optim.fused``."""
+    raw = gradient_features(g, group_dim)
+    norm = raw[..., 4].square().sum().sqrt().reshape(1)
+    return raw, squash(raw[..., list(idx)]), norm
 
 
 def feature_indices(names: list[str] | tuple[str, ...]) -> list[int]:

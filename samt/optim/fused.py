@@ -1,23 +1,26 @@
-"""The full-size element-wise chains of SAMT's analytic path as pure functions for
-``torch.compile`` (``SAMT(..., compile=True)``).
+"""The full-size element-wise chains of SAMT's analytic path, compiled by ``torch.compile``
+(``SAMT(..., compile=True)``) or run eager: ``Chains``.
 
-Each function is the same arithmetic as the eager code in ``samt.optim.samt`` (``_apply``,
-``_unit_steps`` with ``fast=True``) written without in-place tricks, so that inductor fuses each
-into one or two loops over the weight; the meta-gradient is the eager one itself
-(``samt.optim.components.sigmoid_meta_grad`` with ``inplace=False``). The results equal eager up to
-float rounding (inductor orders the reductions its own way). ``compiled(name)`` compiles one of
-them lazily, once per process; ``CompileUnavailable`` is raised when the platform cannot compile
-(no C compiler, unsupported Python), and ``SAMT`` then falls back to eager with one
-``CompileWarning``.
+Each chain is one pure function, the same for both: the gradient's features
+(``components.features``), the step and its statistics (``step_rule.unit_step``) and the
+meta-gradient (``components.sigmoid_meta_grad``). Eager calls pass ``inplace=True`` where the
+function has it (no weight-sized temporaries); compiled ones trace it pure, and inductor fuses
+each into one or two loops over the weight. The results equal eager up to float rounding
+(inductor orders the reductions its own way). ``compiled(name)`` compiles one lazily, once per
+process; ``CompileUnavailable`` is raised when the platform cannot compile (no C compiler,
+unsupported Python), and ``Chains`` then falls back to eager with one ``CompileWarning``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from samt.optim.components import sigmoid_meta_grad
+from samt.optim.components import features, sigmoid_meta_grad
+from samt.optim.step_rule import unit_step
 
 # torch.compile's options for every function. dynamic=None (torch's default): a graph for the
 # first weight shape, then one with symbolic sizes for all others (per dtype and variant), as
@@ -39,39 +42,7 @@ class CompileWarning(RuntimeWarning):
     """``SAMT(compile=True)`` could not compile and runs eager (same numbers up to rounding)."""
 
 
-def features(g: torch.Tensor, group_dim: int | None, idx: tuple[int, ...]
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``gradient_features(g, group_dim)``, the squashed selected features ``phi`` and the
-    gradient's norm (shape (1,); the last statistic of ``_apply``)."""
-    if group_dim is None:
-        flat = g.reshape(-1)
-    else:
-        flat = g.movedim(group_dim, 0).reshape(g.shape[group_dim], -1)
-    total, sq = flat.sum(dim=-1), (flat * flat).sum(dim=-1)
-    mn, mx = flat.amin(dim=-1), flat.amax(dim=-1)
-    n = flat.shape[-1]
-    mean = total / n
-    var = (sq / n - mean * mean).clamp_min(0.0)
-    raw = torch.stack([mean, var, mx, mn, sq.sqrt()], dim=-1)
-    sel = raw[..., list(idx)]
-    norm = raw[..., 4].square().sum().sqrt().reshape(1)
-    return raw, torch.sign(sel) * torch.log1p(sel.abs()), norm
-
-
-def step(theta: torch.Tensor, z_m: torch.Tensor, b0: torch.Tensor, c: torch.Tensor,
-         beta: torch.Tensor, keep: bool
-         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """The step ``raw = b0 + c * sigmoid(theta + z_m)`` (``b0 = beta*eta0``,
-    ``c = (1-beta)*eta_max``), ``s = sigmoid(theta + z_m)`` when ``keep`` (else None), and the
-    step's statistics for ``_apply``: sum, sum of squares, min, max, and the mean of ``beta``."""
-    s = torch.sigmoid(theta + z_m)
-    raw = b0 + c * s
-    flat = raw.reshape(-1)
-    row = torch.stack([flat.sum(), (flat * flat).sum(), flat.amin(), flat.amax(), beta.mean()])
-    return raw, (s if keep else None), row
-
-
-FUNCTIONS: dict[str, Callable] = {"features": features, "step": step,
+FUNCTIONS: dict[str, Callable] = {"features": features, "step": unit_step,
                                   "meta": sigmoid_meta_grad}
 
 
@@ -106,3 +77,31 @@ def _fail(exc: Exception) -> None:
     detail = (lines[0] if lines else "")[:200]
     _FAILED.append(f"torch.compile failed: {type(cause).__name__}: {detail}")
     raise CompileUnavailable(_FAILED[0]) from exc
+
+
+class Chains:
+    """Runs each chain compiled (with ``enabled``, on tensors of at least ``MIN_NUMEL``
+    entries: on smaller ones a compiled call costs more than it saves) or eager, without
+    autograd. Where compiling fails: one ``CompileWarning``, ``error`` says why, and every
+    later call runs eager."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = bool(enabled)
+        self.error: str | None = None
+
+    def compiles(self, tensor: torch.Tensor | None) -> bool:
+        """Whether a chain over ``tensor`` runs compiled (None: eager)."""
+        return self.enabled and tensor is not None and tensor.numel() >= MIN_NUMEL
+
+    def run(self, name: str, size: torch.Tensor | None, *args: Any, **eager: Any) -> Any:
+        """``FUNCTIONS[name](*args)``: compiled where ``compiles(size)``, else eager with the
+        keywords ``eager`` (``inplace=True``)."""
+        with torch.no_grad():
+            if self.compiles(size):
+                try:
+                    return call(name, *args)
+                except CompileUnavailable as exc:
+                    self.enabled, self.error = False, str(exc)
+                    warnings.warn(f"SAMT(compile=True): {exc}; running eager instead",
+                                  CompileWarning, stacklevel=3)
+            return FUNCTIONS[name](*args, **eager)

@@ -30,7 +30,6 @@ file (``read_meta``), or from a ``SavedMeta`` that the caller read from elsewher
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,22 +38,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from samt.optim import fused
 from samt.optim.blocks import Block
 from samt.optim.choices import FEATURE_NAMES
 from samt.optim.components import (
     EtaModel,
-    combine,
     feature_indices,
-    gradient_features,
     meta_signal,
-    project,
     secondary_step,
-    sigmoid_meta_grad,
-    squash,
     step_shape,
     theta_init,
 )
+from samt.optim.fused import Chains
 from samt.optim.meta_file import (  # noqa: F401  (re-exported: their import path of old)
     META_FORMAT,
     META_VERSION,
@@ -71,42 +65,10 @@ from samt.optim.meta_step import MetaStep, make_meta_optimizer
 from samt.optim.options import DEFAULTS
 from samt.optim.passes import Passes, build_passes
 from samt.optim.samt_options import check_options
+from samt.optim.step_rule import Analytic, Step, gate, step_rule, step_statistics
 from samt.optim.step_stats import BlockStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-@dataclass
-class _Fast:
-    """What the analytic meta-gradient of a sigmoid-projected step needs (``_meta_update``).
-
-    ``eta = beta*eta0 + c*s`` with ``s = sigmoid(theta + z_m)`` and ``c = (1-beta)*eta_max``.
-    Nothing holds an autograd graph: the eta model ran through ``EtaModel.forward_kept`` and
-    ``kept`` holds its activations for ``EtaModel.backward_into``. ``s`` is None where the
-    meta-update forms it (not kept from the visit).
-    """
-
-    s: torch.Tensor | None
-    c: torch.Tensor
-    beta: torch.Tensor | None  # None for combine=learned (beta = 0, no gradient)
-    z_m: torch.Tensor
-    model: EtaModel            # the eta model that gave z_m and beta, and its activations
-    kept: tuple
-
-
-@dataclass
-class _Step:
-    """A unit's step before clamping (``raw``), the applied one (``eta``), and the gate beta."""
-
-    raw: torch.Tensor
-    eta: torch.Tensor
-    beta: torch.Tensor
-    fast: _Fast | None = None
-    row: torch.Tensor | None = None  # the compiled step's statistics (``fused.step``)
-
-    def clamp(self, low: float, high: float) -> None:
-        """Clamp the applied step (kept in the autograd graph: clamped entries get no meta-grad)."""
-        self.eta = self.raw.clamp(low, high)
-
-
 @dataclass
 class _Visit:
     """What a block's meta-update needs from the visit that applied a step."""
@@ -115,7 +77,7 @@ class _Visit:
     grads: list[torch.Tensor]            # gradients of the block's params, ``Block.params`` order
     etas: list[torch.Tensor] | None = None  # applied steps with their autograd graph, if kept
     clamped: bool = True                 # whether any step entry needed clamping
-    fast: list[_Fast] | None = None      # for the analytic meta-gradient, if kept
+    fast: list[Analytic] | None = None   # for the analytic meta-gradient, if kept
 
 
 class SAMT:
@@ -186,8 +148,7 @@ class SAMT:
         self.projection, self.tanh_c = projection, tanh_c
         self.eta0, self.eta_min, self.eta_max = eta0, eta_min, eta_max
         self.meta_interval, self.order = meta_interval, order
-        self.compile = bool(compile)  # set to False where compiling fails (``_fused``)
-        self.compile_error: str | None = None  # why, then
+        self._chains = Chains(compile)  # compiled or eager chains; eager once compiling fails
         self.feature_idx = feature_indices(list(features))
         self.features = [FEATURE_NAMES[i] for i in self.feature_idx]
         self.eta_hidden, self.group_size = int(eta_hidden), int(group_size)
@@ -254,102 +215,86 @@ class SAMT:
 
     # --- step sizes ----------------------------------------------------------------------------
 
-    def _features(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = gradient_features(g, self.group_dim)
-        return raw, squash(raw[..., self.feature_idx])
+    @property
+    def compile(self) -> bool:
+        """Whether the analytic path's chains run compiled (False once compiling failed)."""
+        return self._chains.enabled
 
-    def _compiles(self, tensor: torch.Tensor) -> bool:
-        """Whether a chain over ``tensor`` runs compiled: with ``compile``, on tensors of at
-        least ``fused.MIN_NUMEL`` entries (on smaller ones a compiled call costs more than it
-        saves)."""
-        return self.compile and tensor.numel() >= fused.MIN_NUMEL
-
-    def _fused(self, name: str, *args: Any) -> Any:
-        """``samt.optim.fused``'s compiled ``name`` on ``args`` (without autograd), or None where
-        compiling fails on this platform: then one ``CompileWarning``, ``compile_error`` says
-        why, and this optimizer runs eager."""
-        try:
-            with torch.no_grad():
-                return fused.call(name, *args)
-        except fused.CompileUnavailable as exc:
-            self.compile, self.compile_error = False, str(exc)
-            warnings.warn(f"SAMT(compile=True): {exc}; running eager instead",
-                          fused.CompileWarning, stacklevel=3)
-            return None
+    @property
+    def compile_error(self) -> str | None:
+        """Why compiling failed, or None."""
+        return self._chains.error
 
     def _analytic(self) -> bool:
-        """Whether steps have the analytic meta-gradient (``_Fast``): sigmoid projection,
+        """Whether steps have the analytic meta-gradient (``Analytic``): sigmoid projection,
         convex or learned combine. Other cases back-propagate through the step with autograd."""
         return self.learns and self.projection == "sigmoid" and self.combine in ("convex",
                                                                                    "learned")
 
-    def _unit_steps(self, k: int, phis: list[torch.Tensor], fast: bool = False,
-                    need_raw: bool = True, keep_fast: bool = True,
-                    keep_s: bool = True) -> list[_Step]:
-        """Step of each unit of block ``k`` from its features (autograd follows the meta-params).
+    def _eta_outputs(self, k: int, phis: list[torch.Tensor], kept: bool
+                     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]]:
+        """Per unit of block ``k``: ``theta``, ``z_m``, the gate ``beta`` and, with ``kept``, the
+        eta model's activations (``EtaModel.forward_kept``: no autograd graph)."""
+        model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
+        out = []
+        for i, (unit, phi) in enumerate(zip(self.blocks[k].units, phis, strict=True)):
+            if kept:
+                z_beta, z_m, acts = model.forward_kept(phi, k)
+            else:
+                (z_beta, z_m), acts = model(phi, k), None
+            if self.group_dim is not None:
+                shape = step_shape(self.step_type, unit.weight.shape)
+                z_beta, z_m = z_beta.reshape(shape), z_m.reshape(shape)
+            out.append((self.meta.theta[self._theta_offset[k] + i], z_m,
+                        gate(z_beta, self.combine), acts))
+        return out
 
-        ``fast``: the full-size part (``sigmoid(theta + z_m)``, the combination) is computed
-        without autograd, the same values, and ``_Step.fast`` keeps what the analytic
-        meta-gradient needs (the eta model runs without a graph); ``need_raw=False`` skips
-        the step itself (``raw``/``eta`` are then ``s``), for a meta-update that only needs
-        ``_Fast``; ``keep_fast=False`` keeps no ``_Fast``; ``keep_s=False`` keeps ``_Fast``
-        without ``s`` (the meta-update forms it again) and forms the step in ``s``'s storage.
-        With ``compile``, ``fused.step`` forms the step and its statistics (``_Step.row``), and
-        ``need_raw=False`` leaves ``s`` to the compiled meta-gradient (``_Fast.s`` None).
+    def _analytic_terms(self, k: int, phis: list[torch.Tensor]
+                        ) -> list[tuple[torch.Tensor, torch.Tensor, Analytic]]:
+        """Per unit of block ``k``: ``theta``, the gate and what the analytic meta-gradient
+        needs (``s`` left to the caller)."""
+        model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
+        out = []
+        for theta, z_m, beta, acts in self._eta_outputs(k, phis, kept=True):
+            with torch.no_grad():
+                c = (1.0 - beta) * (self.eta_max * self.scale)
+            out.append((theta, beta, Analytic(None, c, beta if self.combine == "convex"
+                                              else None, z_m, model, acts)))
+        return out
+
+    def _graph_steps(self, k: int, phis: list[torch.Tensor]
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(step before clamping, gate)`` of block ``k``'s units (``step_rule``), with
+        autograd following the meta-parameters where grad mode is on."""
+        eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
+        return [(step_rule(theta, z_m, beta, eta0, eta_max, self.projection, self.combine,
+                           self.tanh_c), beta)
+                for theta, z_m, beta, _ in self._eta_outputs(k, phis, kept=False)]
+
+    def _unit_steps(self, k: int, phis: list[torch.Tensor], keep: bool) -> list[Step]:
+        """Step of each unit of block ``k`` from its features, with its statistics.
+
+        On the analytic path the step is formed without autograd (``unit_step``, compiled
+        where ``Chains`` says) and, with ``keep``, ``Step.analytic`` keeps what the meta-update
+        needs (``s`` only with ``keep_steps``; else the step is formed in ``s``'s storage).
+        Otherwise autograd follows the meta-parameters where grad mode is on.
         """
         if not self.learns:
             weight = self.blocks[k].units[0].weight
             step = torch.full((), self.eta0 * self.scale, device=weight.device,
                               dtype=weight.dtype)
-            return [_Step(step, step, torch.ones_like(step)) for _ in phis]
-        eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
-        eta_model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
+            beta = torch.ones_like(step)
+            return [Step(step, step, beta, step_statistics(step, beta)) for _ in phis]
+        if not self._analytic():
+            return [Step(raw, raw, beta, step_statistics(raw.detach(), beta.detach()))
+                    for raw, beta in self._graph_steps(k, phis)]
+        eta0, keep_s = self.eta0 * self.scale, keep and self.keep_steps
         out = []
-        for i, (unit, phi) in enumerate(zip(self.blocks[k].units, phis, strict=True)):
-            if fast:  # the analytic meta-gradient: no autograd graph, the backward by hand
-                z_beta, z_m, kept = eta_model.forward_kept(phi, k)
-            else:
-                z_beta, z_m = eta_model(phi, k)
-            theta = self.meta.theta[self._theta_offset[k] + i]
-            if self.group_dim is not None:
-                shape = step_shape(self.step_type, unit.weight.shape)
-                z_beta, z_m = z_beta.reshape(shape), z_m.reshape(shape)
-            beta = torch.sigmoid(z_beta)
-            if self.combine == "learned":
-                beta = torch.zeros_like(beta)
-            if fast and self._compiles(theta):
-                with torch.no_grad():
-                    c = (1.0 - beta) * eta_max
-                    out_c = (None, None, None) if not need_raw else self._fused(
-                        "step", theta.detach(), z_m.detach(), beta * eta0, c, beta.detach(),
-                        keep_fast and keep_s)
-                if out_c is not None:
-                    raw, s, row = out_c
-                    info = (_Fast(s, c, beta if self.combine == "convex" else None, z_m,
-                                  eta_model, kept)
-                            if keep_fast or not need_raw else None)
-                    out.append(_Step(raw, raw, beta.detach(), info, row))
-                    continue
-            if fast:
-                with torch.no_grad():
-                    # need_raw=False: s is left to the meta-update, which forms it once g' is freed
-                    s = torch.add(theta, z_m).sigmoid_() if need_raw else None
-                    c = (1.0 - beta) * eta_max
-                    keeps_s = keep_fast and keep_s
-                    raw = (s if not need_raw else torch.addcmul(beta * eta0, c, s) if keeps_s
-                           else torch.addcmul(beta * eta0, c, s, out=s))
-                info = (_Fast(s if keeps_s else None, c,  # (need_raw=False: s is None)
-                              beta if self.combine == "convex" else None, z_m, eta_model, kept)
-                        if keep_fast else None)
-                out.append(_Step(raw, raw, beta.detach(), info))
-                continue
-            if self.projection == "sigmoid":  # beta*eta0 + (1-beta)*eta_max*sigmoid(.): one pass
-                raw = torch.addcmul(beta * eta0, (1.0 - beta) * eta_max,
-                                    torch.sigmoid(theta + z_m))
-            else:
-                eta_hat = project(theta + z_m, self.projection, eta0, eta_max, self.tanh_c)
-                raw = combine(self.combine, beta, eta0, eta_hat)
-            out.append(_Step(raw, raw, beta))
+        for theta, beta, info in self._analytic_terms(k, phis):
+            raw, info.s, row = self._chains.run(
+                "step", theta, theta.detach(), info.z_m.detach(), beta * eta0, info.c,
+                beta.detach(), keep_s, inplace=True)
+            out.append(Step(raw, raw, beta.detach(), row, info if keep else None))
         return out
 
     # --- updates -------------------------------------------------------------------------------
@@ -364,32 +309,17 @@ class SAMT:
         grad_of = dict(zip(map(id, block.params), grads, strict=True))
         analytic = self._analytic()  # the full-size part of the step then runs without autograd
         fast = keep_graph and analytic
-        feats = [self._fused("features", grad_of[id(u.weight)], self.group_dim,
-                             tuple(self.feature_idx))
-                 if analytic and self._compiles(grad_of[id(u.weight)]) else None
-                 for u in block.units]   # (raw features, phi, gradient norm), or None: eager
-        raws = [f[0] if f is not None else gradient_features(grad_of[id(u.weight)],
-                                                              self.group_dim)
-                for u, f in zip(block.units, feats, strict=True)]
-        checks = [loss.reshape(1)] + [r.reshape(-1) for r in raws]
+        feats = [self._chains.run("features", g if analytic else None, g, self.group_dim,
+                                  tuple(self.feature_idx))
+                 for g in (grad_of[id(u.weight)] for u in block.units)]  # (raw, phi, norm)
+        checks = [loss.reshape(1)] + [f[0].reshape(-1) for f in feats]
         checks += [grad_of[id(p)].sum().reshape(1) for u in block.units for p in u.secondaries]
-        phis = [f[1] if f is not None else squash(r[..., self.feature_idx])
-                for r, f in zip(raws, feats, strict=True)]
+        phis = [f[1] for f in feats]
         with torch.set_grad_enabled(keep_graph):
-            steps = self._unit_steps(k, phis, analytic, keep_fast=fast,
-                                     keep_s=self.keep_steps)
+            steps = self._unit_steps(k, phis, keep=fast)
         low, high = self.eta_min * self.scale, self.eta_max * self.scale
         with torch.no_grad():
-            rows = []
-            for raw, step, feat in zip(raws, steps, feats, strict=True):
-                if step.row is not None and feat is not None:  # compiled: the same statistics
-                    rows.append(torch.cat([step.row, feat[2]]))
-                    continue
-                flat = step.raw.detach().reshape(-1)
-                lo, hi = torch.aminmax(flat)
-                rows.append(torch.stack([flat.sum(), torch.dot(flat, flat), lo, hi,
-                                         step.beta.detach().mean(),
-                                         raw[..., 4].square().sum().sqrt()]))
+            rows = [torch.cat([step.row, f[2]]) for step, f in zip(steps, feats, strict=True)]
             sums = torch.stack(rows)
             checks.append(sums.reshape(-1))
             # The one host sync per block: finiteness, and whether any entry needs clamping.
@@ -417,7 +347,7 @@ class SAMT:
         self.passes.moved(k)
         if fast:  # a clamped step's meta-gradient is recomputed with autograd (same params)
             return _Visit(phis, grads, None, clamped,
-                          None if clamped else [s.fast for s in steps])
+                          None if clamped else [s.analytic for s in steps])
         return _Visit(phis, grads, [s.eta for s in steps] if keep_graph else None, clamped)
 
     def _meta_update(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
@@ -425,18 +355,16 @@ class SAMT:
         """Meta-step of block ``k``: ``d loss / d eta = -g' * g`` back through ``eta_bar``."""
         if visit.fast is None and visit.etas is None and not visit.clamped and self._analytic():
             # recompute what the analytic meta-gradient needs, with the current meta-parameters
-            visit.fast = [step.fast for step in self._unit_steps(k, visit.phis, True, False)]
+            visit.fast = [info for _, _, info in self._analytic_terms(k, visit.phis)]
         if visit.fast is not None:
             self._meta_update_fast(k, visit, new_grads, meta_loss)
             return
         block = self.blocks[k]
         etas = visit.etas
         if etas is None:  # recompute the steps with the current meta-parameters
-            etas = []
-            for step in self._unit_steps(k, visit.phis):
-                if visit.clamped:
-                    step.clamp(self.eta_min * self.scale, self.eta_max * self.scale)
-                etas.append(step.eta)
+            low, high = self.eta_min * self.scale, self.eta_max * self.scale
+            etas = [raw.clamp(low, high) if visit.clamped else raw
+                    for raw, _ in self._graph_steps(k, visit.phis)]
         grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
                            strict=True))
         surrogate = meta_loss.new_zeros(())
@@ -454,7 +382,7 @@ class SAMT:
         """``_meta_update`` with the analytic gradient of ``-sum(eta * g' * g)``.
 
         With ``P = g' * g`` (summed to the step's shape, bias terms folded in), ``s``, ``c`` and
-        ``beta`` of ``_Fast``: ``d/d theta = -P c s (1 - s)``, ``d/d z_m`` its sum to ``z_m``'s
+        ``beta`` of ``Analytic``: ``d/d theta = -P c s (1 - s)``, ``d/d z_m`` its sum to ``z_m``'s
         shape and ``d/d beta = -(eta0 P - eta_max P s)`` summed to ``beta``'s shape, carried
         back through the sigmoid and the eta model by hand (``EtaModel.backward_into``). ``P`` is
         formed in the stored ``g`` and the ``theta`` gradient in ``s``'s storage: no full-size
@@ -479,10 +407,7 @@ class SAMT:
             g = g_new = None
             args = (product, info.s, theta.detach(), info.z_m.detach(), info.c,
                     None if info.beta is None else tuple(info.beta.shape), tuple(info.z_m.shape))
-            result = self._fused("meta", *args, False) if self._compiles(product) else None
-            if result is None:
-                with torch.no_grad():
-                    result = sigmoid_meta_grad(*args, True)
+            result = self._chains.run("meta", product, *args, inplace=True)
             del product, args
             grad, sum_ps, sum_p, adjoint = result
             thetas.append(theta)
@@ -567,7 +492,7 @@ class SAMT:
         Valid while no meta-parameter it used changes before that update: always in exact mode
         (the update follows at once); in the other modes only with per-block eta models, whose
         parameters change only in their own block's meta-update. The analytic path keeps the
-        eta model's small outputs and activations (``_Fast``), and ``s`` only with
+        eta model's small outputs and activations (``Analytic``), and ``s`` only with
         ``keep_steps`` (else the meta-update forms it again).
         """
         if self.meta_mode == "exact":
