@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
-.PHONY: help install data test test-data test-slow test-full lint run bench bench-resnet bench-runner table-mnist table-cnn table-protocol table-cifar table-cifar10-jpeg \
+.PHONY: help install data test test-data test-slow test-full lint run bench bench-resnet bench-runner table-mnist table-cnn table-protocol table-cifar table-cifar10-jpeg table-cosine \
 	table-regression table-variants table-smoke ablations transfer ablation-features ablation-groups report profiles \
 	test-launchers clean
 # Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
@@ -70,6 +70,9 @@ table-cifar:  ## paper claim: CIFAR-10/100 CNN (needs the CIFAR files / internet
 
 table-cifar10-jpeg:  ## paper claim on CIFAR-10 (JPEG q75) offline: VGG-style CNN, crops and flips, 5 optimizers (~3 CPU-hours)
 	$(REPRODUCE) cifar10_jpeg $(ARGS)
+
+table-cosine:  ## beyond the paper: MNIST + Fashion-MNIST MLP-400 with every optimizer on a cosine schedule, SAMT included, chosen on the 5-seed mean (~6 CPU-hours)
+	$(REPRODUCE) mnist_mlp_cosine $(ARGS)
 
 table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
 	$(REPRODUCE) regression $(ARGS)

@@ -365,10 +365,15 @@ def final_jobs(experiment: str, protocol: dict, runs: Path, overrides: list[str]
 
 def planned_jobs(experiment: str, protocol: dict, runs: Path,
                  overrides: list[str]) -> list[Job]:
-    """Every run a reproduction would start (finals at the default choice): for checks."""
+    """Every run a reproduction would start (finals at the default choice), each once (with
+    ``seed_mean`` the finals are grid runs): for checks."""
     src = source_job(experiment, protocol, runs, overrides)
-    return ([src] if src else []) + grid_jobs(experiment, protocol, runs, overrides) + \
+    jobs = ([src] if src else []) + grid_jobs(experiment, protocol, runs, overrides) + \
         final_jobs(experiment, protocol, runs, overrides)
+    first: dict[Path, Job] = {}
+    for job_ in jobs:
+        first.setdefault(job_.folder, job_)
+    return list(first.values())
 
 
 def read_summary(folder: Path) -> dict:
