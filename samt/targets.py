@@ -219,15 +219,7 @@ def dataset_loader(ds_cfg: dict) -> Callable[[Path, int], Any]:
         _fail(key, target, f"names a {type(fn).__name__}, not a function; expected "
               f"{DATASET_TARGET_ALLOWED}")
     signature = inspect.signature(fn)
-    params = signature.parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        known = [p for p, spec in list(params.items())[2:] if spec.kind in keyword]
-        for option, value in options.items():
-            if option not in known:
-                allowed = ", ".join(sorted((*DATASET_KEYS, *known)))
-                _fail(f"dataset.{option}", value, f"unknown key for dataset {name} ({target} "
-                      f"takes no argument {option!r}); known keys: {allowed}")
+    _check_call(signature, "dataset", name, target, options, DATASET_KEYS)
     try:
         signature.bind(Path("."), 0, **options)
     except TypeError as exc:
@@ -235,6 +227,23 @@ def dataset_loader(ds_cfg: dict) -> Callable[[Path, int], Any]:
               f"options of dataset {name} (TypeError: {exc}); expected "
               f"{DATASET_TARGET_ALLOWED}")
     return functools.partial(fn, **options)
+
+
+def _check_call(signature: inspect.Signature, section: str, name: Any, target: Any,
+                options: dict, runner_keys: tuple[str, ...]) -> None:
+    """``ConfigError`` for an option that the function of ``section._target_`` (its first two
+    parameters are the runner's) does not take, naming the close known keys; a function with
+    ``**kwargs`` takes every option."""
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    known = [p for p, spec in list(params.items())[2:] if spec.kind in keyword]
+    for option, value in options.items():
+        if option not in known:
+            allowed = ", ".join(sorted((*runner_keys, *known)))
+            _fail(f"{section}.{option}", value, f"unknown key for {section} {name} ({target} "
+                  f"takes no argument {option!r}); known keys: {allowed}")
 
 
 def load_target_dataset(ds_cfg: dict, root: str | Path, split: int) -> Any:
@@ -290,15 +299,7 @@ def model_builder(model_cfg: dict) -> Callable[[tuple[int, ...], int], Any]:
     except (TypeError, ValueError) as exc:  # a class whose constructor has no signature to read
         _fail(key, target, f"has no signature to check ({type(exc).__name__}: {exc}); "
               f"expected {MODEL_TARGET_ALLOWED}")
-    params = signature.parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        known = [p for p, spec in list(params.items())[2:] if spec.kind in keyword]
-        for option, value in options.items():
-            if option not in known:
-                allowed = ", ".join(sorted((*MODEL_KEYS, *known)))
-                _fail(f"model.{option}", value, f"unknown key for model {name} ({target} "
-                      f"takes no argument {option!r}); known keys: {allowed}")
+    _check_call(signature, "model", name, target, options, MODEL_KEYS)
     try:
         signature.bind((1,), 1, **options)
     except TypeError as exc:
