@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from conftest import CONF_DIR
@@ -79,3 +81,18 @@ def random_batches(n: int, size: int, features: int, classes: int = 3,
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(size, features, generator=g, dtype=dtype),
              torch.randint(0, classes, (size,), generator=g)) for _ in range(n)]
+
+
+def check_stdlib_target_refused(capsys: Any, code: int, key: str, target: str,
+                                run_dir: Path) -> None:
+    """A ``_target_`` in Python's standard library was refused before anything was imported:
+    exit 2, one error line naming ``key``, ``this`` never imported (it prints the Zen of Python
+    when it is), no run folder."""
+    assert code == 2
+    out = capsys.readouterr()
+    (error,) = error_lines(out.err)
+    assert error.startswith(f"samt-run: error: {key}='{target}' is invalid: names a module of "
+                            "Python's standard library") and "not imported" in error
+    assert "Beautiful is better than ugly" not in out.out + out.err
+    assert "this" not in sys.modules
+    assert not run_dir.exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_cli
-from helpers import compose_config, error_lines
+from helpers import check_stdlib_target_refused, compose_config, error_lines
 from torch import nn
 
 import samt.targets
@@ -234,13 +234,8 @@ def test_a_required_option_the_config_lacks_is_one_line(tmp_path, mymodels):
 @pytest.mark.parametrize("target", ["this.X", "builtins.open", "os.system"])
 def test_a_standard_library_target_is_refused_unimported(tmp_path, mymodels, capsys, target):
     sys.modules.pop("this", None)
-    assert run_cli(_args(tmp_path, mymodels, f"model._target_={target}")) == 2
-    out = capsys.readouterr()
-    (error,) = error_lines(out.err)
-    assert error.startswith(f"samt-run: error: model._target_='{target}' is invalid: names a "
-                            "module of Python's standard library") and "not imported" in error
-    assert "Beautiful is better than ugly" not in out.out + out.err and "this" not in sys.modules
-    assert not (tmp_path / "run").exists()
+    code = run_cli(_args(tmp_path, mymodels, f"model._target_={target}"))
+    check_stdlib_target_refused(capsys, code, "model._target_", target, tmp_path / "run")
 
 
 def test_an_unknown_option_leaves_no_run_folder(tmp_path, mymodels, capsys):
