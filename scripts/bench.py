@@ -281,16 +281,22 @@ def runner_overhead(threads: int) -> list[dict]:
     return rows
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser, threads: int, rounds: int,
+                         iters: int) -> None:
+    """The options every bench script takes: device, threads, rounds, iterations, batch, out."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--iters", type=int, default=iters, help="iterations per round")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--out", default="bench")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="mnist,cnn,depth,runner",
                         help="comma list of: mnist, cnn, depth, runner (needs MNIST data)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--iters", type=int, default=10, help="iterations per round")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--out", default="bench")
+    add_timing_arguments(parser, threads=2, rounds=7, iters=10)
     parser.add_argument("--before", default=None,
                         help="an earlier bench.csv: its depth rows are drawn dashed in depth.png")
     parser.add_argument("--no-compile", action="store_true",

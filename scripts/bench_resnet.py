@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import sync, time_case  # noqa: E402  (scripts/bench.py: the shared timing loop)
+from bench import add_timing_arguments, sync, time_case  # noqa: E402  (scripts/bench.py: the shared timing loop)
 
 from samt.models import resnet, resnet18  # noqa: E402
 from samt.optim import build_optimizer  # noqa: E402
@@ -172,13 +172,8 @@ def main() -> None:
                         help="comma list of: resnet20, resnet18")
     parser.add_argument("--layouts", default="per layer,per stage,one block",
                         help="comma list of: per layer, per stage, one block")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=2, help="iterations per round")
-    parser.add_argument("--batch", type=int, default=128)
+    add_timing_arguments(parser, threads=1, rounds=3, iters=2)
     parser.add_argument("--no-memory", action="store_true", help="time only")
-    parser.add_argument("--out", default="bench")
     args = parser.parse_args()
     unknown = set(args.cases.split(",")) - set(MODELS)
     if unknown:
