@@ -226,6 +226,23 @@ def profile_taus(costs: dict[str, dict[str, float]], points: int = 400) -> np.nd
     return np.logspace(0, math.log10(max([2.0, *ratios]) * 1.25), points)
 
 
+def draw_profile(ax: Axes, taus: list[float], profile: dict, colors: dict,
+                 labelled: bool = True) -> None:
+    """One Dolan-More profile on ``ax``: a step line per optimizer (``profile``: name -> the
+    fraction of workloads within each tau), log tau axis from 1, fractions from 0 to 1; line
+    styles tell overlapping lines apart."""
+    for i, (name, fractions) in enumerate(profile.items()):
+        ax.plot(taus, fractions, drawstyle="steps-post", color=colors.get(name),
+                linestyle=("-", "--", ":", "-.")[i % 4], linewidth=1.8,
+                label=name if labelled else None)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+    short = taus[-1] <= 10  # under a decade: label the minor ticks (2, 3, ...) too
+    ax.xaxis.set_minor_formatter(lambda v, _, short=short: f"{v:g}" if short else "")
+    ax.set_xlim(1, taus[-1])
+    ax.set_ylim(-0.02, 1.02)
+
+
 def plot_performance_profiles(costs: pd.DataFrame, colors: dict[str, tuple],
                               out: Path) -> list[Path]:
     """Dolan-More profiles: per optimizer, the fraction of workloads whose validation target it
@@ -240,16 +257,7 @@ def plot_performance_profiles(costs: pd.DataFrame, colors: dict[str, tuple],
         per = profile_costs(costs, measure)
         taus = profile_taus(per)
         profile = performance_profile(per, list(taus))
-        for i, (column, fractions) in enumerate(profile.items()):
-            ax.plot(taus, fractions, drawstyle="steps-post", color=colors.get(column),
-                    linestyle=("-", "--", ":", "-.")[i % 4], linewidth=1.8,
-                    label=column if ax is axes[0] else None)  # styles tell overlaps apart
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
-        short = taus[-1] <= 10  # under a decade: label the minor ticks (2, 3, ...) too
-        ax.xaxis.set_minor_formatter(lambda v, _, short=short: f"{v:g}" if short else "")
-        ax.set_xlim(1, taus[-1])
-        ax.set_ylim(-0.02, 1.02)
+        draw_profile(ax, taus, profile, colors, labelled=ax is axes[0])
         ax.set_xlabel(f"tau (within a factor tau of the best {label})")
         ax.set_ylabel(f"fraction of the {workloads} workload(s)")
         ax.set_title(f"time to the validation target: {label}")

@@ -37,7 +37,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from samt.report.aggregate import LRSweep, final_test_metric, final_val_metric
-from samt.report.plots import profile_taus, save_figure
+from samt.report.plots import draw_profile, profile_taus, save_figure
 from samt.report.sensitivity import chosen, sweep_points
 from samt.report.stats import performance_profile, summarize
 from samt.report.tables import PM, Cell, Table, decimals
@@ -202,15 +202,7 @@ def plot_self_tuning_profile(table: pd.DataFrame, colors: dict[str, tuple],
     workloads = len({w for per in costs.values() for w in per})
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    for i, (name, fractions) in enumerate(profile.items()):
-        ax.plot(taus, fractions, drawstyle="steps-post", color=colors.get(name),
-                linestyle=("-", "--", ":", "-.")[i % 4], linewidth=1.8, label=name)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
-    short = taus[-1] <= 10  # under a decade: label the minor ticks (2, 3, ...) too
-    ax.xaxis.set_minor_formatter(lambda v, _, short=short: f"{v:g}" if short else "")
-    ax.set_xlim(1, taus[-1])
-    ax.set_ylim(-0.02, 1.02)
+    draw_profile(ax, taus, profile, colors)
     ax.set_xlabel("tau (self-tuned test error within a factor tau of the best optimizer's)")
     ax.set_ylabel(f"fraction of the {workloads} workload(s)")
     ax.set_title("Self-tuning track: performance profile (Dolan-More)\n"
