@@ -226,7 +226,7 @@ def profile_taus(costs: dict[str, dict[str, float]], points: int = 400) -> np.nd
     return np.logspace(0, math.log10(max([2.0, *ratios]) * 1.25), points)
 
 
-def draw_profile(ax: Axes, taus: list[float], profile: dict, colors: dict,
+def draw_profile(ax: Axes, taus: np.ndarray, profile: dict, colors: dict,
                  labelled: bool = True) -> None:
     """One Dolan-More profile on ``ax``: a step line per optimizer (``profile``: name -> the
     fraction of workloads within each tau), log tau axis from 1, fractions from 0 to 1; line
