@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,14 +39,8 @@ from torch import nn
 
 from samt.optim.blocks import Block
 from samt.optim.choices import FEATURE_NAMES
-from samt.optim.components import (
-    EtaModel,
-    feature_indices,
-    meta_signal,
-    secondary_step,
-    step_shape,
-    theta_init,
-)
+from samt.optim.commit import commit
+from samt.optim.components import feature_indices, step_shape
 from samt.optim.fused import Chains
 from samt.optim.meta_file import (  # noqa: F401  (re-exported: their import path of old)
     META_FORMAT,
@@ -61,23 +54,16 @@ from samt.optim.meta_file import (  # noqa: F401  (re-exported: their import pat
     unpack_meta,
     write_meta,
 )
-from samt.optim.meta_step import MetaStep, make_meta_optimizer
+from samt.optim.meta_grad import Visit, analytic_meta_grad, graph_surrogate
+from samt.optim.meta_params import MetaParams
+from samt.optim.meta_schedule import MetaSchedule
 from samt.optim.options import DEFAULTS
 from samt.optim.passes import Passes, build_passes
 from samt.optim.samt_options import check_options
-from samt.optim.step_rule import Analytic, Step, gate, step_rule, step_statistics
+from samt.optim.step_sizes import StepSizes
 from samt.optim.step_stats import BlockStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-@dataclass
-class _Visit:
-    """What a block's meta-update needs from the visit that applied a step."""
-
-    phis: list[torch.Tensor]             # squashed features per unit (detached)
-    grads: list[torch.Tensor]            # gradients of the block's params, ``Block.params`` order
-    etas: list[torch.Tensor] | None = None  # applied steps with their autograd graph, if kept
-    clamped: bool = True                 # whether any step entry needed clamping
-    fast: list[Analytic] | None = None   # for the analytic meta-gradient, if kept
 
 
 class SAMT:
@@ -159,61 +145,33 @@ class SAMT:
         self.iteration = 0
         self.param_updates = 0
         self.skipped_total = 0
-        self._prev: dict[int, _Visit] = {}
+        self._prev: dict[int, Visit] = {}
         # Batch the meta-updates of an iteration into one sync and one meta step where that
-        # computes the same (``_batches_meta``); False selects the per-block reference path.
+        # computes the same (``MetaSchedule.batches``); False selects the per-block reference.
         self.batch_meta = True
         # With the analytic meta-gradient: keep ``sigmoid(theta + z_m)`` (one weight-sized
         # tensor per unit) from a visit to its meta-update (True), or form it again there
         # (False: two more element-wise passes; one tensor less held between iterations, and in
         # exact mode formed only after g' is freed, one tensor less at the peak).
         self.keep_steps = False
-        # (block, finiteness check, meta loss, its meta-gradient set aside or None)
-        self._deferred: list[tuple[int, torch.Tensor, torch.Tensor,
-                                   list[torch.Tensor | None] | None]] | None = None
-        self._build_meta(eta_hidden, eta_shared, meta_optimizer, meta_lr)
-        device = self.blocks[0].units[0].weight.device
-        self._stats = BlockStats(len(self.blocks), device)
+        self._meta = MetaParams(self.blocks, learns=self.learns,
+                                num_features=len(self.feature_idx), hidden=self.eta_hidden,
+                                shared=eta_shared, step_type=step_type, projection=projection,
+                                eta0=eta0, eta_max=eta_max, kind=meta_optimizer, lr=meta_lr)
+        self.meta, self.shared = self._meta.module, eta_shared
+        self.meta_optimizers = self._meta.optimizers
+        self._steps = StepSizes(self.blocks, self._meta, self._chains, learns=self.learns,
+                                step_type=step_type, projection=projection, combine=combine,
+                                tanh_c=tanh_c, eta0=eta0, eta_max=eta_max,
+                                group_dim=self.group_dim)
+        self._stats = BlockStats(len(self.blocks), self.blocks[0].units[0].weight.device)
+        self._schedule = MetaSchedule(self._meta, self._stats, learns=self.learns,
+                                      meta_mode=meta_mode, meta_interval=meta_interval)
         self.meta_init: Path | None = None
         if meta_init is not None:
             self.load_meta(meta_init)
 
-    # --- construction --------------------------------------------------------------------------
-
-    def _build_meta(self, hidden: int, shared: bool, kind: str, lr: float) -> None:
-        self.meta = nn.Module()
-        self.shared = shared
-        self._meta_params: list[list[nn.Parameter]] = []
-        if not self.learns:
-            self.meta_optimizers = []
-            return
-        weight = self.blocks[0].units[0].weight
-        n_feat = len(self.feature_idx)
-        if shared:
-            self.meta.eta = EtaModel(n_feat, hidden, num_blocks=len(self.blocks))
-        else:
-            self.meta.eta = nn.ModuleList(EtaModel(n_feat, hidden) for _ in self.blocks)
-        init = theta_init(self.projection, self.eta0, self.eta_max)
-        self.meta.theta = nn.ParameterList(
-            nn.Parameter(torch.full(step_shape(self.step_type, u.weight.shape), init,
-                                    dtype=u.weight.dtype, device=u.weight.device))
-            for block in self.blocks for u in block.units)
-        self.meta.to(device=weight.device, dtype=weight.dtype)
-        self._theta_offset = [0]
-        for block in self.blocks:
-            self._theta_offset.append(self._theta_offset[-1] + len(block.units))
-        # One meta-optimizer per block (one for all when the eta model is shared): a block's
-        # meta-step then touches only its own tensors, and fused Adam is one kernel per tensor.
-        groups = [list(self.meta.parameters())] if shared else [
-            [*self.meta.eta[k].parameters(),
-             *self.meta.theta[self._theta_offset[k]:self._theta_offset[k + 1]]]
-            for k in range(len(self.blocks))]
-        self._meta_params = groups
-        self._meta_step = MetaStep(groups, make_meta_optimizer(kind, lr))
-        self.meta_optimizers = self._meta_step.optimizers
-        self._meta_flat = list(self.meta.parameters())
-
-    # --- step sizes ----------------------------------------------------------------------------
+    # --- compile, step sizes, updates ---------------------------------------------------------
 
     @property
     def compile(self) -> bool:
@@ -225,90 +183,15 @@ class SAMT:
         """Why compiling failed, or None."""
         return self._chains.error
 
-    def _analytic(self) -> bool:
-        """Whether steps have the analytic meta-gradient (``Analytic``): sigmoid projection,
-        convex or learned combine. Other cases back-propagate through the step with autograd."""
-        return self.learns and self.projection == "sigmoid" and self.combine in ("convex",
-                                                                                   "learned")
-
-    def _eta_outputs(self, k: int, phis: list[torch.Tensor], kept: bool
-                     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]]:
-        """Per unit of block ``k``: ``theta``, ``z_m``, the gate ``beta`` and, with ``kept``, the
-        eta model's activations (``EtaModel.forward_kept``: no autograd graph)."""
-        model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
-        out = []
-        for i, (unit, phi) in enumerate(zip(self.blocks[k].units, phis, strict=True)):
-            if kept:
-                z_beta, z_m, acts = model.forward_kept(phi, k)
-            else:
-                (z_beta, z_m), acts = model(phi, k), None
-            if self.group_dim is not None:
-                shape = step_shape(self.step_type, unit.weight.shape)
-                z_beta, z_m = z_beta.reshape(shape), z_m.reshape(shape)
-            out.append((self.meta.theta[self._theta_offset[k] + i], z_m,
-                        gate(z_beta, self.combine), acts))
-        return out
-
-    def _analytic_terms(self, k: int, phis: list[torch.Tensor]
-                        ) -> list[tuple[torch.Tensor, torch.Tensor, Analytic]]:
-        """Per unit of block ``k``: ``theta``, the gate and what the analytic meta-gradient
-        needs (``s`` left to the caller)."""
-        model = self.meta.eta if isinstance(self.meta.eta, EtaModel) else self.meta.eta[k]
-        out = []
-        for theta, z_m, beta, acts in self._eta_outputs(k, phis, kept=True):
-            with torch.no_grad():
-                c = (1.0 - beta) * (self.eta_max * self.scale)
-            out.append((theta, beta, Analytic(None, c, beta if self.combine == "convex"
-                                              else None, z_m, model, acts)))
-        return out
-
-    def _graph_steps(self, k: int, phis: list[torch.Tensor]
-                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``(step before clamping, gate)`` of block ``k``'s units (``step_rule``), with
-        autograd following the meta-parameters where grad mode is on."""
-        eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
-        return [(step_rule(theta, z_m, beta, eta0, eta_max, self.projection, self.combine,
-                           self.tanh_c), beta)
-                for theta, z_m, beta, _ in self._eta_outputs(k, phis, kept=False)]
-
-    def _unit_steps(self, k: int, phis: list[torch.Tensor], keep: bool) -> list[Step]:
-        """Step of each unit of block ``k`` from its features, with its statistics.
-
-        On the analytic path the step is formed without autograd (``unit_step``, compiled
-        where ``Chains`` says) and, with ``keep``, ``Step.analytic`` keeps what the meta-update
-        needs (``s`` only with ``keep_steps``; else the step is formed in ``s``'s storage).
-        Otherwise autograd follows the meta-parameters where grad mode is on.
-        """
-        if not self.learns:
-            weight = self.blocks[k].units[0].weight
-            step = torch.full((), self.eta0 * self.scale, device=weight.device,
-                              dtype=weight.dtype)
-            beta = torch.ones_like(step)
-            return [Step(step, step, beta, step_statistics(step, beta)) for _ in phis]
-        if not self._analytic():
-            return [Step(raw, raw, beta, step_statistics(raw.detach(), beta.detach()))
-                    for raw, beta in self._graph_steps(k, phis)]
-        eta0, keep_s = self.eta0 * self.scale, keep and self.keep_steps
-        out = []
-        for theta, beta, info in self._analytic_terms(k, phis):
-            raw, info.s, row = self._chains.run(
-                "step", theta, theta.detach(), info.z_m.detach(), beta * eta0, info.c,
-                beta.detach(), keep_s, inplace=True)
-            out.append(Step(raw, raw, beta.detach(), row, info if keep else None))
-        return out
-
-    # --- updates -------------------------------------------------------------------------------
-
     def _apply(self, k: int, loss: torch.Tensor, grads: list[torch.Tensor],
-               keep_graph: bool) -> _Visit | None:
+               keep_graph: bool) -> Visit | None:
         """Commit block ``k``'s step; ``None`` (and counted) when loss or gradient is not finite.
 
         ``keep_graph`` keeps the steps' autograd graph in the returned visit (exact mode).
         """
-        block = self.blocks[k]
+        block, analytic = self.blocks[k], self._steps.analytic
         grad_of = dict(zip(map(id, block.params), grads, strict=True))
-        analytic = self._analytic()  # the full-size part of the step then runs without autograd
-        fast = keep_graph and analytic
+        fast = keep_graph and analytic  # the full-size part of the step runs without autograd
         feats = [self._chains.run("features", g if analytic else None, g, self.group_dim,
                                   tuple(self.feature_idx))
                  for g in (grad_of[id(u.weight)] for u in block.units)]  # (raw, phi, norm)
@@ -316,201 +199,50 @@ class SAMT:
         checks += [grad_of[id(p)].sum().reshape(1) for u in block.units for p in u.secondaries]
         phis = [f[1] for f in feats]
         with torch.set_grad_enabled(keep_graph):
-            steps = self._unit_steps(k, phis, keep=fast)
-        low, high = self.eta_min * self.scale, self.eta_max * self.scale
-        with torch.no_grad():
-            rows = [torch.cat([step.row, f[2]]) for step, f in zip(steps, feats, strict=True)]
-            sums = torch.stack(rows)
-            checks.append(sums.reshape(-1))
-            # The one host sync per block: finiteness, and whether any entry needs clamping.
-            finite, lo, hi = torch.stack([torch.isfinite(torch.cat(checks)).all().to(sums.dtype),
-                                          sums[:, 2].min(), sums[:, 3].max()]).tolist()
-            if not finite:
-                self._stats.skip(k)
-                self.skipped_total += 1
-                return None
-            clamped = lo < low or hi > high
-            for unit, step in zip(block.units, steps, strict=True):
-                if clamped:
-                    with torch.set_grad_enabled(keep_graph):
-                        step.clamp(low, high)
-                eta = step.eta.detach()
-                unit.weight.addcmul_(eta, grad_of[id(unit.weight)], value=-1.0)
-                for p in unit.secondaries:
-                    p.addcmul_(secondary_step(eta, p), grad_of[id(p)], value=-1.0)
-            if clamped:  # exact statistics of the clamped steps
-                flats = [s.eta.detach().reshape(-1) for s in steps]
-                sums = torch.cat([torch.stack([torch.stack([f.sum(), torch.dot(f, f)])
-                                               for f in flats]), sums[:, 2:]], dim=1)
-            self._stats.visit(k, sums, [float(s.raw.numel()) for s in steps], clamped)
+            steps = self._steps.steps(k, phis, self.scale, keep=fast, keep_s=self.keep_steps)
+        done = commit(block, steps, grads, checks, [f[2] for f in feats],
+                      self.eta_min * self.scale, self.eta_max * self.scale, keep_graph)
+        if done is None:
+            self._stats.skip(k)
+            self.skipped_total += 1
+            return None
+        sums, clamped = done
+        self._stats.visit(k, sums, [float(s.raw.numel()) for s in steps], clamped)
         self.param_updates += len(block.units)
         self.passes.moved(k)
         if fast:  # a clamped step's meta-gradient is recomputed with autograd (same params)
-            return _Visit(phis, grads, None, clamped,
-                          None if clamped else [s.analytic for s in steps])
-        return _Visit(phis, grads, [s.eta for s in steps] if keep_graph else None, clamped)
+            return Visit(phis, grads, None, clamped,
+                         None if clamped else [s.analytic for s in steps])
+        return Visit(phis, grads, [s.eta for s in steps] if keep_graph else None, clamped)
 
-    def _meta_update(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
+    def _meta_update(self, k: int, visit: Visit, new_grads: list[torch.Tensor],
                      meta_loss: torch.Tensor) -> None:
         """Meta-step of block ``k``: ``d loss / d eta = -g' * g`` back through ``eta_bar``."""
-        if visit.fast is None and visit.etas is None and not visit.clamped and self._analytic():
-            # recompute what the analytic meta-gradient needs, with the current meta-parameters
-            visit.fast = [info for _, _, info in self._analytic_terms(k, visit.phis)]
+        if visit.fast is None and visit.etas is None and not visit.clamped and \
+                self._steps.analytic:  # recompute what it needs, with the current meta-params
+            visit.fast = [info for _, _, info in
+                          self._steps.analytic_terms(k, visit.phis, self.scale)]
         if visit.fast is not None:
             self._meta_update_fast(k, visit, new_grads, meta_loss)
             return
-        block = self.blocks[k]
         etas = visit.etas
         if etas is None:  # recompute the steps with the current meta-parameters
             low, high = self.eta_min * self.scale, self.eta_max * self.scale
             etas = [raw.clamp(low, high) if visit.clamped else raw
-                    for raw, _ in self._graph_steps(k, visit.phis)]
-        grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
-                           strict=True))
-        surrogate = meta_loss.new_zeros(())
-        for unit, eta in zip(block.units, etas, strict=True):
-            g, g_new = grad_of[id(unit.weight)]
-            # d loss / d eta = -P; formed in g's storage (g is not needed after this)
-            product = meta_signal(g, g_new, _secondaries(unit, grad_of), eta.shape)
-            surrogate = surrogate - torch.dot(eta.reshape(-1), product.reshape(-1))
-            del product
-        del grad_of, etas
-        self._meta_finish(k, surrogate.detach() + meta_loss, meta_loss, surrogate.backward)
+                    for raw, _ in self._steps.graph_steps(k, visit.phis, self.scale)]
+        surrogate = graph_surrogate(self.blocks[k], etas, visit.grads, new_grads, meta_loss)
+        del etas
+        self._schedule.finish(k, surrogate.detach() + meta_loss, meta_loss, surrogate.backward)
 
-    def _meta_update_fast(self, k: int, visit: _Visit, new_grads: list[torch.Tensor],
+    def _meta_update_fast(self, k: int, visit: Visit, new_grads: list[torch.Tensor],
                           meta_loss: torch.Tensor) -> None:
-        """``_meta_update`` with the analytic gradient of ``-sum(eta * g' * g)``.
-
-        With ``P = g' * g`` (summed to the step's shape, bias terms folded in), ``s``, ``c`` and
-        ``beta`` of ``Analytic``: ``d/d theta = -P c s (1 - s)``, ``d/d z_m`` its sum to ``z_m``'s
-        shape and ``d/d beta = -(eta0 P - eta_max P s)`` summed to ``beta``'s shape, carried
-        back through the sigmoid and the eta model by hand (``EtaModel.backward_into``). ``P`` is
-        formed in the stored ``g`` and the ``theta`` gradient in ``s``'s storage: no full-size
-        allocation.
-        """
-        block = self.blocks[k]
-        eta0, eta_max = self.eta0 * self.scale, self.eta_max * self.scale
-        grad_of = dict(zip(map(id, block.params), zip(visit.grads, new_grads, strict=True),
-                           strict=True))
-        # Exact mode: the caller hands g' over (``new_grads`` is its only holder), so each
-        # weight's g' is dropped once P = g' * g is formed; the other modes use g' again.
-        release = self.meta_mode == "exact"
-        index = {id(p): i for i, p in enumerate(block.params)} if release else {}
-        thetas, theta_grads, backs, checks = [], [], [], [meta_loss]
-        for i, (unit, info) in enumerate(zip(block.units, visit.fast, strict=True)):
-            theta = self.meta.theta[self._theta_offset[k] + i]
-            g, g_new = grad_of[id(unit.weight)]
-            product = meta_signal(g, g_new, _secondaries(unit, grad_of), theta.shape)
-            if release:  # exact mode: nothing reads g' after this; free it before s is formed
-                new_grads[index[id(unit.weight)]] = None
-                grad_of[id(unit.weight)] = (product, None)
-            g = g_new = None
-            args = (product, info.s, theta.detach(), info.z_m.detach(), info.c,
-                    None if info.beta is None else tuple(info.beta.shape), tuple(info.z_m.shape))
-            result = self._chains.run("meta", product, *args, inplace=True)
-            del product, args
-            grad, sum_ps, sum_p, adjoint = result
-            thetas.append(theta)
-            theta_grads.append(grad)
-            backs.append((info, adjoint, None if info.beta is None
-                          else eta_max * sum_ps - eta0 * sum_p))
-            checks.append(sum_ps.sum())
-            if info.beta is not None:
-                checks.append(sum_p.sum())
-        del grad_of
-
-        def backward() -> None:
-            for info, d_m, d_beta in backs:  # through beta = sigmoid(z_beta), then the model
-                d_z_beta = (None if d_beta is None
-                            else torch.ops.aten.sigmoid_backward(d_beta, info.beta))
-                info.model.backward_into(info.kept, d_z_beta, d_m)
-            for theta, grad in zip(thetas, theta_grads, strict=True):
-                theta.grad = grad if theta.grad is None else theta.grad + grad
-
-        self._meta_finish(k, torch.stack(checks).sum(), meta_loss, backward)
-
-    def _meta_finish(self, k: int, check: torch.Tensor, meta_loss: torch.Tensor,
-                     backward: Callable[[], None]) -> None:
-        """Check (``check`` finite), back-propagate and step block ``k``'s meta-parameters, or
-        defer the check and the step to ``_flush_meta`` on the batched path."""
-        params = self._meta_params[0 if self.shared else k]
-        if self._deferred is not None:  # batched: one finiteness sync and meta step per iteration
-            if self._deferred and self._deferred[-1][3] is None:
-                # Set the previous block's meta-gradient aside: as on the per-block path, the
-                # ``.grad`` of the meta-parameters holds only the last meta-update's gradient.
-                j, check_j, loss_j, _ = self._deferred[-1]
-                stash = []
-                for p in self._meta_params[j]:
-                    stash.append(p.grad)
-                    p.grad = None
-                self._deferred[-1] = (j, check_j, loss_j, stash)
-            for p in params:
-                p.grad = None
-            backward()
-            self._deferred.append((k, check, meta_loss, None))
-            return
-        if not bool(torch.isfinite(check)):
-            self._stats.skip(k)
-            return
-        for p in params:  # a block's meta-optimizer touches only its own meta-parameters
-            p.grad = None
-        backward()
-        self._meta_step.step([0 if self.shared else k])
-        self._stats.meta(k, meta_loss)
-
-    def _flush_meta(self) -> None:
-        """The batched meta step: one host sync, then one multi-tensor step for all blocks.
-
-        Equivalent to per-block steps (per-block eta models only): each block's meta-gradient
-        comes from its own surrogate alone; a block whose surrogate or meta loss is not finite
-        gets no step (its gradients are dropped) and is counted as skipped, as on the per-block
-        path.
-        """
-        deferred, self._deferred = self._deferred, None
-        if not deferred:
-            return
-        finite = torch.isfinite(torch.stack([entry[1] for entry in deferred])).tolist()
-        for (k, _, meta_loss, stash), ok in zip(deferred, finite, strict=True):
-            if stash is not None:
-                for p, grad in zip(self._meta_params[k], stash, strict=True):
-                    p.grad = grad
-            if ok:
-                self._stats.meta(k, meta_loss)
-            else:
-                self._stats.skip(k)
-                for p in self._meta_params[k]:
-                    p.grad = None
-        if any(finite):
-            self._meta_step.step([entry[0] for entry, ok in zip(deferred, finite, strict=True)
-                                  if ok])
-
-    # --- public API ----------------------------------------------------------------------------
-
-    def _keep_graph(self, meta_now: bool) -> bool:
-        """Keep this visit's step graph for its meta-update instead of recomputing it later.
-
-        Valid while no meta-parameter it used changes before that update: always in exact mode
-        (the update follows at once); in the other modes only with per-block eta models, whose
-        parameters change only in their own block's meta-update. The analytic path keeps the
-        eta model's small outputs and activations (``Analytic``), and ``s`` only with
-        ``keep_steps`` (else the meta-update forms it again).
-        """
-        if self.meta_mode == "exact":
-            return meta_now
-        next_is_meta = (self.iteration + 1) % self.meta_interval == 0
-        return self.learns and next_is_meta and not self.shared
-
-    def _batches_meta(self, meta_now: bool) -> bool:
-        """Whether this iteration's meta-updates can wait for one batched step at its end.
-
-        Exact and lookahead modes with per-block eta models: a block's meta-parameters are used
-        once per iteration (its step) before its meta-update (exact), or after all meta-updates
-        (lookahead), so deferring the meta step changes nothing. Hypergradient mode uses the
-        updated meta-parameters for the block's next step at once, and a shared eta model is
-        used by every block: those keep one meta step per block.
-        """
-        return (self.batch_meta and meta_now and not self.shared
-                and self.meta_mode in ("exact", "lookahead"))
+        """``_meta_update`` with the analytic meta-gradient (``analytic_meta_grad``); in exact
+        mode each weight's ``g'`` is dropped from ``new_grads`` once used."""
+        check, backward = analytic_meta_grad(
+            self.blocks[k], visit.fast, self._meta.thetas(k), visit.grads, new_grads, meta_loss,
+            self._chains, self.meta_mode == "exact", self.eta0 * self.scale,
+            self.eta_max * self.scale)
+        self._schedule.finish(k, check, meta_loss, backward)
 
     def _block_order(self) -> list[int]:
         n = len(self.blocks)
@@ -523,25 +255,21 @@ class SAMT:
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One iteration on a mini-batch; returns the (detached) loss before the update."""
         self.iteration += 1
-        meta_now = self.learns and self.iteration % self.meta_interval == 0
+        meta_now = self._schedule.meta_now(self.iteration)
         self.passes.forward(inputs)
         order = self._block_order()
         grads: dict[int, list[torch.Tensor]] = {}
         first_loss = None
-        if meta_now:  # last iteration's meta-gradients are not needed: free them before the
-            for p in self._meta_flat:  # passes (the batched step steps what has one)
-                p.grad = None
-        if self._batches_meta(meta_now):
-            self._deferred = []
+        self._schedule.begin(meta_now, self.batch_meta)
         if meta_now and self.meta_mode == "lookahead" and self._prev:
             first_loss, grads = self.passes.grads(set(range(len(self.blocks))), targets,
                                                    self.loss_fn)
             for k, visit in self._prev.items():
                 self._meta_update(k, visit, grads[k], first_loss)
             self._prev.clear()
-            self._flush_meta()  # before any block's step uses the meta-parameters
+            self._schedule.flush()  # before any block's step uses the meta-parameters
         loss = first_loss
-        pending: tuple[int, _Visit] | None = None
+        pending: tuple[int, Visit] | None = None
         for k in order:
             wanted = {k} if pending is None else {k, pending[0]}
             if k not in grads:
@@ -552,7 +280,8 @@ class SAMT:
                 pending = None  # g' and the visit's g are freed here, before the next step
             if meta_now and self.meta_mode == "hypergradient" and k in self._prev:
                 self._meta_update(k, self._prev.pop(k), grads[k], loss)
-            visit = self._apply(k, loss, grads[k], keep_graph=self._keep_graph(meta_now))
+            keep = self._schedule.keep_graph(self.iteration, meta_now)
+            visit = self._apply(k, loss, grads[k], keep_graph=keep)
             grads = {}
             if visit is None or not self.learns:
                 continue
@@ -563,7 +292,7 @@ class SAMT:
         if pending is not None:
             loss, grads = self.passes.grads({pending[0]}, targets, self.loss_fn)
             self._meta_update(pending[0], pending[1], grads.pop(pending[0]), loss)
-        self._flush_meta()
+        self._schedule.flush()
         self.passes.finish()
         return first_loss
 
@@ -660,7 +389,7 @@ class SAMT:
         for opt, opt_state in zip(self.meta_optimizers, state["meta_optimizers"], strict=True):
             opt.load_state_dict(opt_state)
         device = self._stats.device
-        self._prev = {int(k): _Visit([t.to(device) for t in v[0]], [t.to(device) for t in v[1]],
+        self._prev = {int(k): Visit([t.to(device) for t in v[0]], [t.to(device) for t in v[1]],
                                      clamped=bool(v[2]) if len(v) > 2 else True)
                       for k, v in state["prev"].items()}
         self.iteration = state["iteration"]
@@ -669,8 +398,3 @@ class SAMT:
         self.skipped_total = state["skipped_total"]
         self.generator.set_state(state["generator"])
 
-
-def _secondaries(unit: Any, grad_of: dict[int, tuple[torch.Tensor, torch.Tensor]]
-                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """``(g, g', param)`` of each bias-like parameter of ``unit`` (``meta_signal``)."""
-    return [(*grad_of[id(p)], p) for p in unit.secondaries]
