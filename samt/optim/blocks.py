@@ -79,6 +79,16 @@ class PassContext:
         return h * self.masks[key]
 
 
+def block_order(order: str, n: int, generator: torch.Generator) -> list[int]:
+    """The order in which an iteration visits ``n`` blocks: ``top_down`` (the last block
+    first), ``bottom_up``, or ``random`` (a permutation drawn from ``generator``)."""
+    if order == "top_down":
+        return list(range(n - 1, -1, -1))
+    if order == "bottom_up":
+        return list(range(n))
+    return torch.randperm(n, generator=generator).tolist()
+
+
 def needs_context(blocks: list[Block]) -> bool:
     """Whether any module of ``blocks`` has per-forward state (Dropout, BatchNorm) that the
     passes of one step must share; without one, passes run the modules directly."""

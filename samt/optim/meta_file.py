@@ -18,6 +18,9 @@ from typing import Any, NamedTuple
 
 import torch
 
+from samt.optim.blocks import Block
+from samt.optim.components import step_shape
+
 META_FORMAT = "samt_meta"   # the ``format`` field of a ``save_meta`` file
 META_VERSION = 2            # 2: with ``checksum``; 1 (none) is still read
 # What must match for meta-parameters to be loaded (``SAMT.meta_signature``), in message order.
@@ -115,6 +118,24 @@ def unpack_meta(payload: Any, file: Path) -> SavedMeta:
         raise MetaInitError(file, f": {file} holds no meta-parameters (it was written with "
                                   "combine='fixed', which learns no step sizes)")
     return SavedMeta(file, meta, signature)
+
+
+def meta_signature(blocks: list[Block], *, step_type: str, projection: str,
+                   features: list[str], per_group: bool, shared: bool, hidden: int
+                   ) -> dict[str, Any]:
+    """What two optimizers must share for one's meta-parameters to be loaded into the other
+    (``SIGNATURE_KEYS``)."""
+    return {
+        "step_type": step_type,
+        "projection": projection,
+        "features": list(features),
+        "features_per_group": per_group,
+        "eta_shared": shared,
+        "eta_hidden": hidden,
+        "block_sizes": [len(b.units) for b in blocks],
+        "theta_shapes": [list(step_shape(step_type, u.weight.shape))
+                         for b in blocks for u in b.units],
+    }
 
 
 def check_fits(given: str | os.PathLike, saved: SavedMeta, signature: dict[str, Any],

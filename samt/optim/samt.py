@@ -37,10 +37,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from samt.optim.blocks import Block
+from samt.optim.blocks import Block, block_order
 from samt.optim.choices import FEATURE_NAMES
 from samt.optim.commit import commit
-from samt.optim.components import feature_indices, step_shape
+from samt.optim.components import feature_indices
 from samt.optim.fused import Chains
 from samt.optim.meta_file import (  # noqa: F401  (re-exported: their import path of old)
     META_FORMAT,
@@ -50,6 +50,7 @@ from samt.optim.meta_file import (  # noqa: F401  (re-exported: their import pat
     SavedMeta,
     check_fits,
     load_tensors,
+    meta_signature,
     read_meta,
     unpack_meta,
     write_meta,
@@ -60,6 +61,7 @@ from samt.optim.meta_schedule import MetaSchedule
 from samt.optim.options import DEFAULTS
 from samt.optim.passes import Passes, build_passes
 from samt.optim.samt_options import check_options
+from samt.optim.samt_state import COUNTERS, pack_state, unpack_state
 from samt.optim.step_sizes import StepSizes
 from samt.optim.step_stats import BlockStats
 
@@ -154,22 +156,28 @@ class SAMT:
         # (False: two more element-wise passes; one tensor less held between iterations, and in
         # exact mode formed only after g' is freed, one tensor less at the peak).
         self.keep_steps = False
-        self._meta = MetaParams(self.blocks, learns=self.learns,
-                                num_features=len(self.feature_idx), hidden=self.eta_hidden,
-                                shared=eta_shared, step_type=step_type, projection=projection,
-                                eta0=eta0, eta_max=eta_max, kind=meta_optimizer, lr=meta_lr)
-        self.meta, self.shared = self._meta.module, eta_shared
-        self.meta_optimizers = self._meta.optimizers
-        self._steps = StepSizes(self.blocks, self._meta, self._chains, learns=self.learns,
-                                step_type=step_type, projection=projection, combine=combine,
-                                tanh_c=tanh_c, eta0=eta0, eta_max=eta_max,
-                                group_dim=self.group_dim)
-        self._stats = BlockStats(len(self.blocks), self.blocks[0].units[0].weight.device)
-        self._schedule = MetaSchedule(self._meta, self._stats, learns=self.learns,
-                                      meta_mode=meta_mode, meta_interval=meta_interval)
+        self._build_parts(eta_shared, meta_optimizer, meta_lr)
         self.meta_init: Path | None = None
         if meta_init is not None:
             self.load_meta(meta_init)
+
+    def _build_parts(self, shared: bool, kind: str, lr: float) -> None:
+        """The meta-parameters, step sizes, statistics and meta-update schedule."""
+        self._meta = MetaParams(self.blocks, learns=self.learns,
+                                num_features=len(self.feature_idx), hidden=self.eta_hidden,
+                                shared=shared, step_type=self.step_type,
+                                projection=self.projection, eta0=self.eta0,
+                                eta_max=self.eta_max, kind=kind, lr=lr)
+        self.meta, self.shared = self._meta.module, shared
+        self.meta_optimizers = self._meta.optimizers
+        self._steps = StepSizes(self.blocks, self._meta, self._chains, learns=self.learns,
+                                step_type=self.step_type, projection=self.projection,
+                                combine=self.combine, tanh_c=self.tanh_c, eta0=self.eta0,
+                                eta_max=self.eta_max, group_dim=self.group_dim)
+        self._stats = BlockStats(len(self.blocks), self.blocks[0].units[0].weight.device)
+        self._schedule = MetaSchedule(self._meta, self._stats, learns=self.learns,
+                                      meta_mode=self.meta_mode,
+                                      meta_interval=self.meta_interval)
 
     # --- compile, step sizes, updates ---------------------------------------------------------
 
@@ -244,20 +252,12 @@ class SAMT:
             self.eta_max * self.scale)
         self._schedule.finish(k, check, meta_loss, backward)
 
-    def _block_order(self) -> list[int]:
-        n = len(self.blocks)
-        if self.order == "top_down":
-            return list(range(n - 1, -1, -1))
-        if self.order == "bottom_up":
-            return list(range(n))
-        return torch.randperm(n, generator=self.generator).tolist()
-
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One iteration on a mini-batch; returns the (detached) loss before the update."""
         self.iteration += 1
         meta_now = self._schedule.meta_now(self.iteration)
         self.passes.forward(inputs)
-        order = self._block_order()
+        order = block_order(self.order, len(self.blocks), self.generator)
         grads: dict[int, list[torch.Tensor]] = {}
         first_loss = None
         self._schedule.begin(meta_now, self.batch_meta)
@@ -323,17 +323,10 @@ class SAMT:
 
     def meta_signature(self) -> dict[str, Any]:
         """What two optimizers must share for one's meta-parameters to be loaded into the other."""
-        return {
-            "step_type": self.step_type,
-            "projection": self.projection,
-            "features": list(self.features),
-            "features_per_group": self.group_dim is not None,
-            "eta_shared": self.shared,
-            "eta_hidden": self.eta_hidden,
-            "block_sizes": [len(b.units) for b in self.blocks],
-            "theta_shapes": [list(step_shape(self.step_type, u.weight.shape))
-                             for b in self.blocks for u in b.units],
-        }
+        return meta_signature(self.blocks, step_type=self.step_type,
+                              projection=self.projection, features=self.features,
+                              per_group=self.group_dim is not None, shared=self.shared,
+                              hidden=self.eta_hidden)
 
     def save_meta(self, path: str | os.PathLike) -> None:
         """Write the meta-parameters (eta models and ``theta``) to ``path`` for ``meta_init``.
@@ -373,28 +366,12 @@ class SAMT:
 
     def state_dict(self) -> dict:
         """Meta-parameters, meta-optimizer state, pending visits, counters and RNG state."""
-        return {
-            "meta": self.meta.state_dict(),
-            "meta_optimizers": [opt.state_dict() for opt in self.meta_optimizers],
-            "prev": {k: (v.phis, v.grads, v.clamped) for k, v in self._prev.items()},
-            "iteration": self.iteration,
-            "scale": self.scale,
-            "param_updates": self.param_updates,
-            "skipped_total": self.skipped_total,
-            "generator": self.generator.get_state(),
-        }
+        return pack_state(self.meta, self.meta_optimizers, self._prev,
+                          {name: getattr(self, name) for name in COUNTERS}, self.generator)
 
     def load_state_dict(self, state: dict) -> None:
-        self.meta.load_state_dict(state["meta"])
-        for opt, opt_state in zip(self.meta_optimizers, state["meta_optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
-        device = self._stats.device
-        self._prev = {int(k): Visit([t.to(device) for t in v[0]], [t.to(device) for t in v[1]],
-                                     clamped=bool(v[2]) if len(v) > 2 else True)
-                      for k, v in state["prev"].items()}
-        self.iteration = state["iteration"]
-        self.scale = state["scale"]
-        self.param_updates = state["param_updates"]
-        self.skipped_total = state["skipped_total"]
-        self.generator.set_state(state["generator"])
-
+        """Restore what ``state_dict`` returned."""
+        self._prev = unpack_state(state, self.meta, self.meta_optimizers, self.generator,
+                                  self._stats.device)
+        for name in COUNTERS:
+            setattr(self, name, state[name])
