@@ -101,13 +101,10 @@ class SAMT:
             float rounding (reductions reordered); other cases stay eager. Where compiling
             fails (no C compiler), one warning and the eager path. Speed and compile time:
             docs/performance.md.
-
-    ``takes_model = True`` tells the builders (``samt.optim.build_optimizer`` and the runner's
-    config builder) to construct it as ``SAMT(model, loss_fn, **options)`` and use it
-    directly, instead of ``cls(model.parameters(), **options)`` wrapped in
-    ``TorchOptimizerStep``.
     """
 
+    # The builders (``build_optimizer``, the runner's) make it as ``SAMT(model, loss_fn,
+    # **options)``, not ``cls(model.parameters(), ...)`` wrapped in ``TorchOptimizerStep``.
     takes_model: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, loss_fn: LossFn,
