@@ -22,6 +22,8 @@ class MetaParams:
         self.shared = shared
         self.groups: list[list[nn.Parameter]] = []
         self.optimizers: list[torch.optim.Optimizer] = []
+        self.etas: list[EtaModel] = []
+        self.block_thetas: list[list[nn.Parameter]] = []
         if not learns:
             return
         weight = blocks[0].units[0].weight
@@ -47,6 +49,12 @@ class MetaParams:
         self.step = MetaStep(self.groups, make_meta_optimizer(kind, lr))
         self.optimizers = self.step.optimizers
         self.flat = list(self.module.parameters())
+        # Per block, looked up on every step: plain lists (slicing a ParameterList, or reading
+        # an nn.Module attribute, builds or searches module objects each time).
+        eta = self.module.eta
+        self.etas = [eta if shared else eta[k] for k in range(len(blocks))]
+        self.block_thetas = [list(self.module.theta[self.offset[k]:self.offset[k + 1]])
+                             for k in range(len(blocks))]
 
     def group(self, k: int) -> int:
         """The group (meta-optimizer) of block ``k``."""
@@ -54,9 +62,8 @@ class MetaParams:
 
     def eta_model(self, k: int) -> EtaModel:
         """Block ``k``'s eta model."""
-        eta = self.module.eta
-        return eta if isinstance(eta, EtaModel) else eta[k]
+        return self.etas[k]
 
     def thetas(self, k: int) -> list[nn.Parameter]:
         """``theta`` of each unit of block ``k``."""
-        return list(self.module.theta[self.offset[k]:self.offset[k + 1]])
+        return self.block_thetas[k]
