@@ -176,6 +176,9 @@ def test_smoke_table_is_the_same_through_submitit_local_and_joblib(tmp_path):
         results[launcher] = _table(root / "out")
         tuning = (root / "out" / "tuning.md").read_text()
         assert tuning.count("samt-run -m hydra/sweeper=job_list") == 3
+        # the command to repeat the table names where its runs and report went
+        assert (f"Reproduce: `samt-reproduce smoke --runs {launcher}/runs --out {launcher}/out`"
+                in tuning)
         assert tuning.count("samt-run dataset=digits") == 6 + 4  # every run's command
         summaries = list((root / "runs").rglob("summary.json"))
         assert len(summaries) == 10

@@ -746,8 +746,10 @@ def reproduce(argv: list[str] | None = None) -> None:
                 if seed_mean(protocol) else [str(runs / "final")])
     subprocess.run([sys.executable, "-m", "samt.report.cli", *reported, "--out",
                     str(out), "--columns", "per-row", *margins], check=True)
-    command = " ".join(["samt-reproduce", *(shlex.quote(a) for a in (args.experiment,
-                                                                        *args.overrides))])
+    where = [*(["--runs", str(runs)] if args.runs else []),
+             *(["--out", str(out)] if args.out else [])]  # where this table's runs went
+    command = " ".join(["samt-reproduce", *(shlex.quote(a) for a in (
+        args.experiment, *args.overrides, *where))])
     splits = protocol.get("splits")
     seeds = (f"seeds {protocol['seeds']}" + (f" on splits {splits}" if splits else ""))
     table = out / "significance.md"  # written by samt-report after the choice
