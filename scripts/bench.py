@@ -168,17 +168,25 @@ def peak_memory_cpu(options: dict, threads: int) -> int:
     From ``torch.profiler`` memory events in time order (on top of the model and the batch,
     which exist before): optimizer state, gradients, graphs and temporaries.
     """
-    from torch.profiler import profile
-
     opts = dict(options)
     name = opts.pop("name")
     torch.manual_seed(0)
     x = torch.randn(128, 1, 28, 28)
     y = torch.randint(0, 10, (128,))
     model = mlp((1, 28, 28), 10, [400])
+    return profiled_peak(lambda: build_optimizer(name, model, nn.functional.cross_entropy,
+                                                 **opts), x, y, 5)
+
+
+def profiled_peak(build: Callable[[], object], x: torch.Tensor, y: torch.Tensor,
+                  steps: int) -> int:
+    """Peak tensor bytes allocated on the CPU while ``build()`` makes an optimizer and it takes
+    ``steps`` steps on ``(x, y)``: ``torch.profiler``'s memory events summed in time order."""
+    from torch.profiler import profile
+
     with profile(profile_memory=True) as prof:
-        opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
-        for _ in range(5):
+        opt = build()
+        for _ in range(steps):
             opt.step(x, y)
     current = peak = 0
     for _, size in sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()):

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import add_timing_arguments, sync, time_case  # noqa: E402  (scripts/bench.py: the shared timing loop)
+from bench import add_timing_arguments, profiled_peak, sync, time_case  # noqa: E402  (scripts/bench.py: the shared timing loop)
 
 from samt.models import resnet, resnet18  # noqa: E402
 from samt.optim import build_optimizer  # noqa: E402
@@ -96,17 +96,8 @@ def peak_memory(factory: Callable[[], nn.Module], options: dict, batch: int,
             opt.step(x, y)
         sync(device)
         return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import profile
-
-    with profile(profile_memory=True) as prof:
-        opt = build_optimizer(name, model, nn.functional.cross_entropy, **opts)
-        for _ in range(steps):
-            opt.step(x, y)
-    current = peak = 0
-    for _, size in sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()):
-        current += size
-        peak = max(peak, current)
-    return peak
+    return profiled_peak(lambda: build_optimizer(name, model, nn.functional.cross_entropy,
+                                                 **opts), x, y, steps)
 
 
 def verdict(layout: str, row: str, ratio: float, to_skeleton: float | None
