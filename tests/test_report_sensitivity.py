@@ -13,7 +13,7 @@ from test_report import ADAM, SGD, write_run
 from samt.report.aggregate import build_groups, lr_sweeps
 from samt.report.cli import main
 from samt.report.collect import load_runs
-from samt.report.sensitivity import chosen, expected_best, sweep_points
+from samt.report.sensitivity import chosen, expected_best, failed_values, sweep_points
 
 
 def _brute_force(val, test, k, higher):
@@ -84,3 +84,18 @@ def test_a_samt_grid_over_eta_max_with_eta0_tied_is_one_sweep(tmp_path):
     assert sweep.lr_key == "optimizer.eta_max" and sweep.name == "samt_e"
     assert [value for value, _ in sweep.points] == [0.1, 0.316, 1.0]
     assert chosen(sweep_points(sweep), higher_is_better=True) == 1
+
+
+def test_a_value_whose_every_run_failed_is_marked_not_dropped(tmp_path):
+    _sweep_runs(tmp_path / "runs")
+    for seed in (0, 1):  # Adam at 0.1: both runs diverged (no validation metric)
+        write_run(tmp_path / "runs" / f"adam_0.1_{seed}", dataset="mnist", seed=seed,
+                  optimizer={**ADAM, "lr": 0.1}, test=[10.0], val=[float("nan")],
+                  status="diverged")
+    runs, _ = load_runs([tmp_path / "runs"])
+    sweeps = {s.name: s for s in lr_sweeps(build_groups(runs))}
+    assert [p.value for p in sweep_points(sweeps["adam"])] == [1e-4, 1e-3, 1e-2]
+    assert failed_values(sweeps["adam"]) == [0.1] and failed_values(sweeps["sgd"]) == []
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "report"),
+                 "--formats", "md", "--only", "sensitivity"]) == 0
+    assert (tmp_path / "report" / "plots" / "sensitivity_mnist_mlp.png").is_file()

@@ -49,6 +49,13 @@ def sweep_points(sweep: LRSweep) -> list[Point]:
     return points
 
 
+def failed_values(sweep: LRSweep) -> list[float]:
+    """The sweep's step sizes where no run gave a finite validation metric (every run failed
+    or diverged): they have no point, and the sensitivity figure marks them apart."""
+    scored = {p.value for p in sweep_points(sweep)}
+    return [value for value, _ in sweep.points if value not in scored]
+
+
 def chosen(points: list[Point], higher_is_better: bool) -> int:
     """Index of the point with the best mean validation metric (the protocol's choice)."""
     sign = 1.0 if higher_is_better else -1.0
@@ -109,12 +116,19 @@ def plot_sensitivity(row: str, sweeps: list[LRSweep], colors: dict[str, tuple], 
                 ax.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)
             ax.plot([0.0], [mean[best]], marker="o", markersize=13, markerfacecolor="none",
                     color=color)
+        failed = failed_values(sweep)
+        if failed:  # an x at the top edge: every run of that value failed or diverged
+            x_failed = np.log10([value / points[best].value for value in failed])
+            for ax in axes:
+                ax.plot(x_failed, [0.97] * len(failed), marker="x", markersize=9,
+                        linestyle="none", color=color, transform=ax.get_xaxis_transform(),
+                        clip_on=False)
     _label_axes(axes, "decades from the chosen step size: log10(value / chosen value)",
                 "final {part} {metric}", metric)
     for ax in axes:
         ax.axvline(0.0, color="grey", linewidth=0.8, alpha=0.5)
-    fig.suptitle(f"{row}: step-size sensitivity (mean over runs, 95 % band where n >= 2; "
-                 "ringed: the choice on validation)")
+    fig.suptitle(f"{row}: step-size sensitivity\n(mean over runs, 95 % band where n >= 2; "
+                 "ringed: the choice on validation; x at the top: every run failed)")
     fig.legend(loc="outside lower center", ncols=2, fontsize="small")
     return save_figure(fig, out / f"sensitivity_{name}")
 
