@@ -103,6 +103,43 @@ def test_leave_one_workload_out_choices_and_scores_by_hand(tmp_path):
         assert r["lowo_error"] == pytest.approx(100 - lowo_test)
 
 
+def test_verdicts_against_the_best_self_tuned_optimizer_with_holm(tmp_path):
+    # Self-tuned test values (2 seeds, mean -+ 0.125): SGD beats SAMT-E by 1 (mnist), 6
+    # (fashion) and 4 (kmnist) points. Welch with two values a side (std 0.125 * sqrt(2)):
+    # se = 0.125 * sqrt(2), df = 2, and the two-sided p of Student's t with 2 degrees of
+    # freedom is 1 - |t| / sqrt(2 + t^2).
+    table = table_of(make_grid(tmp_path))
+    se = 0.125 * math.sqrt(2)
+    p_by_hand = {row: 1 - (d / se) / math.sqrt(2 + (d / se) ** 2)
+                 for row, d in (("mnist / mlp", 1.0), ("fashion_mnist / mlp", 6.0),
+                                ("kmnist / mlp", 4.0))}
+    samt = table[table["optimizer"] == "samt_e"].set_index("row")
+    sgd = table[table["optimizer"] == "sgd"].set_index("row")
+    assert set(sgd["verdict"]) == {"best mean"} and set(samt["best_optimizer"]) == {"sgd"}
+    for row, p in p_by_hand.items():
+        assert samt.loc[row, "p"] == pytest.approx(p, rel=1e-9)
+    ranked = sorted(p_by_hand.values())   # Holm over the table's 3 comparisons
+    holm = [3 * ranked[0], max(3 * ranked[0], 2 * ranked[1]), max(2 * ranked[1], ranked[2])]
+    assert sorted(samt["p_holm"]) == pytest.approx(holm, rel=1e-9)
+    assert set(samt["verdict"]) == {"worse"}
+
+
+def test_equal_self_tuned_results_are_equivalent_only_with_a_margin(tmp_path):
+    root = make_grid(tmp_path, test=lambda val, seed: 90.0 + (0.125 if seed else -0.125))
+    runs, _ = load_runs([root])
+    sweeps = lr_sweeps(build_groups(runs))
+    plain, _ = self_tuning(sweeps)
+    assert set(plain[plain["verdict"] != "best mean"]["verdict"]) == {"inconclusive"}
+    margins = {w: 2.0 for w in WORKLOADS}   # TOST: t = 2 / se on 2 df, Holm over 3
+    table, _ = self_tuning(sweeps, margins)
+    others = table[table["verdict"] != "best mean"]
+    assert len(others) == 3
+    assert all(v.startswith("equivalent (margin 2, TOST p=") for v in others["verdict"])
+    t = 2 / (0.125 * math.sqrt(2))
+    assert max(others["p_tost_holm"]) == pytest.approx(
+        3 * (1 - t / math.sqrt(2 + t * t)) / 2, rel=1e-9)
+
+
 def test_the_test_metric_never_influences_a_choice(tmp_path):
     upside_down = table_of(make_grid(tmp_path, test=lambda val, seed: 200.0 - val + seed))
     assert choices(upside_down) == EXPECTED

@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not val_costs.empty and "val_time_to_target" in only:
         tables.append(val_target_table(val_costs))
     sweeps = lr_sweeps(groups)
-    tuning, tuning_notes = (self_tuning(sweeps) if "self_tuning" in only
+    tuning, tuning_notes = (self_tuning(sweeps, margins) if "self_tuning" in only
                             else (pd.DataFrame(), []))
     if not tuning.empty:
         tables.append(self_tuning_table(tuning))

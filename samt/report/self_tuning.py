@@ -24,11 +24,18 @@ whole grid) and its test mean; the loss is how much worse the self-tuned test me
 of accuracy or RMSE units; positive = self-tuning costs). The performance profile (Dolan-More)
 ranks the optimizers by the ratio of their self-tuned test error to the best optimizer's on each
 workload.
+
+Verdicts, as in the significance table: on each workload every optimizer's self-tuned runs are
+compared with those of the optimizer whose self-tuned test mean is best there (Welch's
+two-sided test); the family is the self-tuning table (every such comparison, all workloads),
+adjusted by Holm's method; with an equivalence margin for the workload's dataset the two
+one-sided tests (also Holm-adjusted) can make a verdict "equivalent".
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +46,23 @@ from matplotlib.figure import Figure
 from samt.report.aggregate import LRSweep, final_test_metric, final_val_metric
 from samt.report.plots import draw_profile, profile_taus, save_figure
 from samt.report.sensitivity import chosen, sweep_points
-from samt.report.stats import performance_profile, summarize
+from samt.report.significance import Margin, margin_text, row_margin
+from samt.report.stats import (
+    ALPHA,
+    decide,
+    format_p,
+    holm,
+    performance_profile,
+    summarize,
+    tost,
+    welch,
+)
 from samt.report.tables import PM, Cell, Table, decimals
 
 COLUMNS = ["row", "optimizer", "key", "metric", "higher_is_better", "values", "lowo_value",
            "lowo_score", "lowo_n", "lowo_test_mean", "lowo_test_std", "tuned_value",
-           "tuned_test_mean", "loss", "lowo_error"]
+           "tuned_test_mean", "loss", "lowo_error", "best_optimizer", "p", "p_holm",
+           "margin", "p_tost_holm", "verdict"]
 
 
 def error(value: float, higher_is_better: bool) -> float:
@@ -105,10 +123,15 @@ def lowo_choice(scores: dict[str, dict[str, float]], keys: list[str],
     return best, means[best]
 
 
-def self_tuning(sweeps: list[LRSweep]) -> tuple[pd.DataFrame, list[str]]:
-    """The self-tuning table (``COLUMNS``; one line per workload and optimizer) and notes on
-    the optimizers left out (fewer than two workloads, or no grid value on all of them)."""
+def self_tuning(sweeps: list[LRSweep], margins: Mapping[str, float | Margin] | None = None
+                ) -> tuple[pd.DataFrame, list[str]]:
+    """The self-tuning table (``COLUMNS``; one line per workload and optimizer, with its
+    verdict against the workload's best self-tuned optimizer) and notes on the optimizers left
+    out (fewer than two workloads, or no grid value on all of them). ``margins``: equivalence
+    margins by dataset, as for the significance table."""
     by_name: dict[str, dict[str, LRSweep]] = {}
+    tests: dict[tuple[str, str], list[float]] = {}
+    datasets: dict[str, str] = {}
     for sweep in sweeps:
         if sweep_points(sweep):
             by_name.setdefault(sweep.name, {}).setdefault(sweep.row, sweep)
@@ -130,6 +153,8 @@ def self_tuning(sweeps: list[LRSweep]) -> tuple[pd.DataFrame, list[str]]:
             key, score = lowo_choice(scores, keys, row)
             point = grids[row][key]
             test = summarize(point.test)
+            tests[(row, name)] = point.test
+            datasets[row] = sweep.points[0][1].dataset
             tuned_points = sweep_points(sweep)
             tuned = tuned_points[chosen(tuned_points, higher[row])]
             sign = 1.0 if higher[row] else -1.0
@@ -144,7 +169,49 @@ def self_tuning(sweeps: list[LRSweep]) -> tuple[pd.DataFrame, list[str]]:
     rows = list(dict.fromkeys(s.row for s in sweeps))  # table order: rows, then columns
     names = list(dict.fromkeys(s.name for s in sweeps))
     records.sort(key=lambda r: (rows.index(r["row"]), names.index(r["optimizer"])))
+    add_verdicts(records, tests, {row: (margins or {}).get(d) for row, d in datasets.items()})
     return pd.DataFrame.from_records(records, columns=COLUMNS), notes
+
+
+def add_verdicts(records: list[dict], tests: Mapping[tuple[str, str], list[float]],
+                 margins: Mapping[str, float | Margin | None]) -> None:
+    """Fill ``best_optimizer``, ``p``, ``p_holm``, ``margin``, ``p_tost_holm`` and ``verdict``
+    of each record: Welch's test of its self-tuned test values against the workload's best
+    self-tuned mean, Holm over every comparison of the records, TOST with the row's margin."""
+    best: dict[str, dict] = {}
+    for rec in records:
+        sign = 1.0 if rec["higher_is_better"] else -1.0
+        mean = rec["lowo_test_mean"]
+        if math.isfinite(mean) and (rec["row"] not in best
+                                    or sign * mean > sign * best[rec["row"]]["lowo_test_mean"]):
+            best[rec["row"]] = rec
+    compared = []
+    for rec in records:
+        top = best.get(rec["row"])
+        rec.update(best_optimizer=top["optimizer"] if top else "", p=math.nan,
+                   p_holm=math.nan, margin=math.nan, p_tost_holm=math.nan,
+                   verdict="best mean" if rec is top else "too few runs")
+        if top is None or rec is top:
+            continue
+        mine, theirs = tests[(rec["row"], rec["optimizer"])], tests[(top["row"],
+                                                                     top["optimizer"])]
+        margin = margins.get(rec["row"])
+        rec["margin"] = (row_margin({"m": margin}, "m", top["lowo_test_mean"])
+                         if margin is not None else math.nan)
+        rec["margin_text"] = (margin_text({"m": margin}, "m", top["lowo_test_mean"])
+                              if margin is not None else "")
+        comparison = welch(mine, theirs)
+        rec["p"], rec["t"] = comparison.p, comparison.t
+        rec["p_tost"] = tost(mine, theirs, rec["margin"])
+        compared.append(rec)
+    for rec, p, p_tost in zip(compared, holm([r["p"] for r in compared]),
+                              holm([r["p_tost"] for r in compared]), strict=True):
+        rec["p_holm"], rec["p_tost_holm"] = p, p_tost
+        rec["verdict"] = decide(rec.pop("t"), p, p_tost, bool(rec["higher_is_better"]), ALPHA)
+        text = rec.pop("margin_text")
+        if text:
+            rec["verdict"] += f" (margin {text}, TOST {format_p(p_tost)})"
+        del rec["p_tost"]
 
 
 def profile_errors(table: pd.DataFrame) -> tuple[dict[str, dict[str, float]], list[str]]:
@@ -162,11 +229,23 @@ def profile_errors(table: pd.DataFrame) -> tuple[dict[str, dict[str, float]], li
     return costs, dropped
 
 
+def against_best(rec: Mapping) -> str:
+    """``best mean``, ``p=0.012`` against the best self-tuned optimizer, or ``–``."""
+    if rec["verdict"] == "best mean":
+        return "best mean"
+    if not math.isfinite(rec["p"]):
+        return "–"
+    return f"{rec['best_optimizer']}: {format_p(rec['p'])}"
+
+
 def self_tuning_table(table: pd.DataFrame) -> Table:
     """``self_tuning.*``: the table as shown, one line per workload and optimizer."""
     header = ["dataset / model", "optimizer", "tuned key", "values on every workload",
               "self-tuned value (leave-one-workload-out)", f"its test mean {PM} std (n)",
-              "workload-tuned value", "its test mean", "loss (+ = self-tuning worse)"]
+              "workload-tuned value", "its test mean", "loss (+ = self-tuning worse)",
+              "against the workload's best self-tuned (Welch, two-sided)",
+              f"Holm-adjusted p ({int(table['p'].notna().sum())} comparisons)",
+              "verdict (Holm; TOST with the margin)"]
     body = []
     for row in dict.fromkeys(table["row"]):
         part = table[table["row"] == row]
@@ -181,11 +260,16 @@ def self_tuning_table(table: pd.DataFrame) -> Table:
                          Cell(f"{mean} ({rec['lowo_n']})"), Cell(f"{rec['tuned_value']:g}"),
                          Cell(f"{rec['tuned_test_mean']:.{places}f}"),
                          Cell(f"{rec['loss']:+.{places}f}" if math.isfinite(rec["loss"])
-                              else "–")])
+                              else "–"),
+                         Cell(against_best(rec)), Cell(format_p(rec["p_holm"])
+                                                       if math.isfinite(rec["p"]) else "–"),
+                         Cell(rec["verdict"])])
     title = ("Self-tuning track: one step size per optimizer for the whole family, chosen for "
              "each workload on the other workloads' mean normalized validation score "
              "(best error / error), scored on the workload's final test metric; beside it the "
-             "value tuned on the workload itself")
+             "value tuned on the workload itself, and the verdict against the workload's best "
+             f"self-tuned optimizer (Welch; a difference only at p < {ALPHA} after Holm's "
+             "correction over the table, equivalence only by TOST with the stated margin)")
     return Table("self_tuning", title, header, body)
 
 
