@@ -3,7 +3,8 @@
 
 Not ``nn.Sequential``: the residual sums make SAMT split them through its graph engine
 (``samt.optim.passes``), one block per conv (with its BatchNorm) and the head by default;
-``optimizer.group_by=[stage1,stage2,stage3]`` makes each stage one block.
+``optimizer.group_by=[[conv,stage1],stage2,stage3]`` makes each stage one block (the stem conv
+with the first stage, whose maps it works on).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ memory (tensor bytes allocated while building the optimizer and stepping) of SAM
 exact and hypergradient, with three block layouts:
 
 - ``per layer``: one block per conv (with its BatchNorm) and the head (SAMT's default);
-- ``per stage``: ``group_by`` the stem and each stage (the head is a block of its own);
+- ``per stage``: ``group_by`` each stage, the stem conv with the first stage (whose maps it
+  works on; He et al. count it there), the head a block of its own;
 - ``one block``: ``group_size 0``, the whole network.
 
 Each layout also has SAMT's *skeleton* (``combine=fixed``: the same block alternation with a
@@ -40,10 +41,10 @@ from samt.optim import build_optimizer  # noqa: E402
 SHAPE = (3, 32, 32)
 CLASSES = 10
 MODELS: dict[str, tuple[Callable[[], nn.Module], list[str]]] = {
-    # name -> (factory, the module-name prefixes of its stages: the per-stage layout)
-    "resnet20": (lambda: resnet(SHAPE, CLASSES, depth=20), ["conv", "stage1", "stage2",
+    # name -> (factory, the per-stage layout's group_by: the stem joins the first stage)
+    "resnet20": (lambda: resnet(SHAPE, CLASSES, depth=20), [["conv", "stage1"], "stage2",
                                                             "stage3"]),
-    "resnet18": (lambda: resnet18(SHAPE, CLASSES), ["conv", "stage1", "stage2", "stage3",
+    "resnet18": (lambda: resnet18(SHAPE, CLASSES), [["conv", "stage1"], "stage2", "stage3",
                                                     "stage4"]),
 }
 SKELETON = "skeleton"

@@ -28,7 +28,8 @@ def test_group_by_sets_the_number_of_eta_models():
 
 
 @pytest.mark.parametrize("group_size, group_by", [(1, None), (2, None), (0, None),
-                                                  (1, ["0"]), (1, ["2", "4"])])
+                                                  (1, ["0"]), (1, ["2", "4"]),
+                                                  (1, [["0", "2"], "4"])])
 def test_count_blocks_agrees_with_group_units(group_size, group_by):
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(),
                           nn.Linear(4, 2))

@@ -242,6 +242,14 @@ def test_units_blocks_and_grouping_by_name():
     with pytest.raises(ValueError, match="stage9"):
         build_passes(model, group_by=["stage9"])
     assert len(build_passes(model, group_size=0).blocks) == 1
+    # an entry that lists prefixes makes one block of them: the stem with the first stage
+    joined = build_passes(model, group_by=[["conv", "stage1"], "stage2"])
+    assert [len(b.units) for b in joined.blocks] == [3, 3, 1, 1, 1, 1]
+    assert [b.units[0].name for b in joined.blocks][:2] == ["conv", "stage2.0.conv1"]
+    with pytest.raises(ValueError, match="stage9"):   # every prefix of a list must match
+        build_passes(model, group_by=[["conv", "stage9"]])
+    with pytest.raises(ValueError, match="lists of prefixes"):
+        build_passes(model, group_by=[[], "stage2"])
 
 
 class Untraceable(nn.Module):
@@ -339,13 +347,14 @@ def test_torchvision_resnet18_steps():
 
 
 def test_samt_run_trains_a_resnet_on_digits(tmp_path):
-    """``samt-run model=resnet dataset=digits``, one block per stage, through the runner."""
+    """``samt-run model=resnet dataset=digits``, one block per stage (the stem with the first),
+    through the runner."""
     from helpers import digits_config
 
     from samt.train import run_training
 
     cfg = digits_config(tmp_path, "model=resnet", "model.depth=8", "model.width=4", "epochs=1",
-                        "optimizer=samt_e", "optimizer.group_by=[stage1,stage2,stage3]")
+                        "optimizer=samt_e", "optimizer.group_by=[[conv,stage1],stage2,stage3]")
     summary = run_training(cfg, tmp_path / "run")
     assert summary["status"] == "completed"
     assert summary["final"]["test_metric"] > 20.0  # chance is 10 %

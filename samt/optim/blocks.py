@@ -25,6 +25,8 @@ from torch.nn import functional as F
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# ``group_by``: module-name prefixes, or lists of prefixes that form one block together
+GroupBy = Sequence[str | Sequence[str]]
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 # Modules whose training-mode output is random or stateful in a way SAMT cannot replay exactly.
 UNSUPPORTED = (nn.AlphaDropout, nn.FeatureAlphaDropout, nn.RReLU, nn.SyncBatchNorm,
@@ -207,19 +209,20 @@ def _refuse_reuse(modules: list[nn.Module]) -> None:
 
 
 def split_blocks(model: nn.Module, group_size: int = 1,
-                 group_by: Sequence[str] | None = None) -> list[Block]:
+                 group_by: GroupBy | None = None) -> list[Block]:
     """The blocks of an ``nn.Sequential`` model (``group_units`` of ``split_units``)."""
     return group_units(split_units(model), group_size, group_by)
 
 
 def group_units(units: list[Unit], group_size: int = 1,
-                group_by: Sequence[str] | None = None) -> list[Block]:
+                group_by: GroupBy | None = None) -> list[Block]:
     """Group ``units`` (in order) into blocks.
 
     ``group_size``: ``n`` consecutive units per block (0: one block for all). ``group_by``:
     module-name prefixes; the units whose name is a prefix or lies under it (``layer1`` takes
-    ``layer1.0.conv1``) form one block, placed at the first of them; every other unit is a
-    block of its own. The two options do not combine.
+    ``layer1.0.conv1``) form one block, placed at the first of them; an entry that is itself a
+    list of prefixes (``[conv1, layer1]``) makes one block of the units under any of them;
+    every other unit is a block of its own. The two options do not combine.
     """
     if group_size < 0:
         raise ValueError(f"group_size must be >= 0 (0 = whole model), got {group_size}")
@@ -230,16 +233,21 @@ def group_units(units: list[Unit], group_size: int = 1,
     return [Block(units[i:i + size]) for i in range(0, len(units), size)]
 
 
-def _group_by_prefix(units: list[Unit], group_size: int, prefixes: list[str]) -> list[Block]:
+def _group_by_prefix(units: list[Unit], group_size: int, prefixes: list) -> list[Block]:
     if group_size != 1:
         raise ValueError(f"group_by={prefixes} and group_size={group_size} do not combine: "
                          "set group_size to 1 (its default) when grouping by module name")
-    if any(not isinstance(p, str) for p in prefixes):
-        raise ValueError(f"group_by must list module-name prefixes (strings), got {prefixes}")
+    if any(not isinstance(p, str) and not (isinstance(p, Sequence) and p
+                                           and all(isinstance(q, str) for q in p))
+           for p in prefixes):
+        raise ValueError("group_by must list module-name prefixes (strings), or lists of "
+                         f"prefixes that form one block together, got {prefixes}")
     blocks: dict[str | int, list[Unit]] = {}
+    matched: set[str] = set()
     for i, unit in enumerate(units):
-        blocks.setdefault(group_key(unit.name, i, prefixes), []).append(unit)
-    unused = [p for p in prefixes if p not in blocks]
+        blocks.setdefault(group_key(unit.name, i, prefixes, matched), []).append(unit)
+    unused = [q for p in prefixes for q in ([p] if isinstance(p, str) else p)
+              if q not in matched]
     if unused:
         known = ", ".join(u.name for u in units[:12]) + (", ..." if len(units) > 12 else "")
         raise ValueError(f"group_by: no trained layer is named {unused[0]!r} or lies under it; "
@@ -247,14 +255,23 @@ def _group_by_prefix(units: list[Unit], group_size: int, prefixes: list[str]) ->
     return [Block(members) for members in blocks.values()]
 
 
-def group_key(name: str, index: int, prefixes: Sequence[str]) -> str | int:
+def group_key(name: str, index: int, prefixes: Sequence[str | Sequence[str]],
+              matched: set[str] | None = None) -> str | int:
     """The block that the ``index``-th unit, named ``name``, joins under ``group_by``
-    ``prefixes``: the first prefix it equals or lies under, else a block of its own."""
-    return next((p for p in prefixes if p in ("", name) or name.startswith(p + ".")), index)
+    ``prefixes``: the first entry with a prefix it equals or lies under (an entry is a prefix
+    or a list of prefixes that form one block), else a block of its own. ``matched`` collects
+    the prefix that took it."""
+    for entry in prefixes:
+        for prefix in [entry] if isinstance(entry, str) else entry:
+            if prefix in ("", name) or name.startswith(prefix + "."):
+                if matched is not None:
+                    matched.add(prefix)
+                return entry if isinstance(entry, str) else "+".join(entry)
+    return index
 
 
 def count_blocks(names: Sequence[str], group_size: int = 1,
-                 group_by: Sequence[str] | str | None = None) -> int:
+                 group_by: GroupBy | str | None = None) -> int:
     """How many blocks ``group_units`` makes of units named ``names`` (in order), without
     checking the options (``group_units`` does)."""
     if group_by:

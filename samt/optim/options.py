@@ -34,8 +34,9 @@ class SAMTOptions:
     eta_hidden: int = 32              # width of each eta model
     eta_shared: bool = False          # one eta model for all blocks, with a block embedding
     group_size: int = 1               # layers per block; 0: the whole model is one block
-    group_by: tuple[str, ...] | None = None  # module-name prefixes: the layers under each
-                                      # form one block (a ResNet stage); others one each
+    # module-name prefixes: the layers under each form one block (a ResNet stage); an entry
+    # that is a list of prefixes makes one block of all of them; other layers one each
+    group_by: tuple[str | tuple[str, ...], ...] | None = None
     order: str = "top_down"           # top_down | bottom_up | random
     seed: int = 0                     # seed of the generator used by order random
     meta_init: str | None = None      # start from another run's meta-parameters (a path)

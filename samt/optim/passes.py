@@ -17,7 +17,7 @@ statistics per step. ``build_passes`` picks the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 
 from samt.optim.blocks import (
     Block,
+    GroupBy,
     PassContext,
     SAMTModelError,
     block_grads,
@@ -58,7 +59,7 @@ class Passes(Protocol):
 
 
 def build_passes(model: nn.Module, group_size: int = 1,
-                 group_by: Sequence[str] | None = None) -> Passes:
+                 group_by: GroupBy | None = None) -> Passes:
     """The pass engine for ``model``: ``SequentialPasses`` for an ``nn.Sequential`` that
     ``samt.optim.blocks.split_units`` accepts, else ``GraphPasses``; for a model fx cannot
     trace, with ``group_size=0``, ``WholePasses`` (one block needs no trace). Raises

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from samt.optim.blocks import Block, block_order
+from samt.optim.blocks import Block, GroupBy, block_order
 from samt.optim.choices import FEATURE_NAMES
 from samt.optim.commit import commit
 from samt.optim.components import feature_indices
@@ -87,7 +87,8 @@ class SAMT:
         eta_hidden, eta_shared: eta model width; one shared eta model with a block embedding.
         group_size: layers per block (0: whole model). ``order``: block order per iteration.
         group_by: module-name prefixes; the layers under each form one block (a ResNet stage:
-            ``["layer1", "layer2"]``), every other layer a block of its own.
+            ``["layer1", "layer2"]``), every other layer a block of its own; an entry that is
+            a list of prefixes makes one block of them all (``[["conv1", "layer1"], ...]``).
         seed: seed of the generator used by ``order: random``.
         meta_init: start from the meta-parameters (eta models and ``theta``) trained by another
             run: the path of a file written by ``save_meta``, or a ``SavedMeta`` (see
@@ -118,7 +119,7 @@ class SAMT:
                  features_per_group: bool = DEFAULTS.features_per_group,
                  eta_hidden: int = DEFAULTS.eta_hidden, eta_shared: bool = DEFAULTS.eta_shared,
                  group_size: int = DEFAULTS.group_size,
-                 group_by: Sequence[str] | None = DEFAULTS.group_by, order: str = DEFAULTS.order,
+                 group_by: GroupBy | None = DEFAULTS.group_by, order: str = DEFAULTS.order,
                  seed: int = DEFAULTS.seed,
                  meta_init: str | os.PathLike | SavedMeta | None = DEFAULTS.meta_init,
                  compile: bool = DEFAULTS.compile):
