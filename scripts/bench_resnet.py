@@ -105,8 +105,8 @@ def verdict(layout: str, row: str, ratio: float, to_skeleton: float | None
             ) -> tuple[str, bool | str]:
     """(target text, met) of a time row.
 
-    A target in x Adam that the layout's skeleton already misses is unreachable by exact
-    Gauss-Seidel whatever the meta-learning costs; the text says so and gives the floor.
+    A missed target in x Adam that the layout's skeleton misses too is unreachable by this
+    block layout whatever the meta-learning costs; the text says so and gives the floor.
     """
     if row == SKELETON:
         return "", ""
@@ -117,7 +117,7 @@ def verdict(layout: str, row: str, ratio: float, to_skeleton: float | None
     text = f"<= {target}x Adam"
     if to_skeleton:
         floor = ratio / to_skeleton
-        if floor > target:
+        if floor > target and ratio > target:
             text += f" (below the skeleton floor {floor:.2f}x: unreachable)"
     return text, ratio <= target
 
