@@ -31,7 +31,8 @@ BUILD_KEYS = ("optimizer._target_", "optimizer._partial_", "optimizer.constant_s
 # Options added after runs existed, with the value that does what their absence did: a recorded
 # config without the key equals one that holds this value (resume, grouping in reports).
 ADDED_DEFAULTS = {"optimizer.meta_normalize": False, "optimizer.compile": False,
-                  "optimizer.meta_trace": 0.0, "optimizer.meta_anchor": 0.0}
+                  "optimizer.meta_trace": 0.0, "optimizer.meta_anchor": 0.0,
+                  "data.augment": "none"}
 
 
 def without_added_defaults(flat: dict) -> dict:

@@ -177,3 +177,6 @@ def test_options_added_later_count_as_their_default_in_old_run_folders(tmp_path)
 
     assert len(build_groups([run(0), run(1, **{"optimizer.meta_normalize": False})])) == 1
     assert len(build_groups([run(0), run(1, **{"optimizer.meta_normalize": True})])) == 2
+    # data.augment came later too: absent = none (no augmentation)
+    assert len(build_groups([run(0), run(1, **{"data.augment": "none"})])) == 1
+    assert len(build_groups([run(0), run(1, **{"data.augment": "crop_flip"})])) == 2
