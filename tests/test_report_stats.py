@@ -181,3 +181,27 @@ def test_decide_reads_holm_first_then_tost():
     assert decide(-1.0, 0.2, 0.2, higher_is_better=True) == "inconclusive"
     assert decide(-1.0, 0.2, math.nan, higher_is_better=True) == "inconclusive"
     assert decide(math.nan, math.nan, math.nan, higher_is_better=True) == "too few runs"
+
+
+def test_compare_with_best_ranks_each_row_and_adjusts_over_the_family():
+    from samt.report.significance import Margin, Sample, compare_with_best, row_bests
+
+    samples = {
+        "a": Sample("acc", [98.0, 98.2, 98.4], True, 0.1),
+        "b": Sample("acc", [97.0, 97.1, 97.3], True, 0.1),
+        "c": Sample("acc", [96.0], True, 0.1),            # one run: no test
+        "d": Sample("acc", [], True, 0.1),                 # no run: not compared
+        "x": Sample("rmse", [1.0, 1.1, 1.2], False, Margin(2.0, relative=True)),
+        "y": Sample("rmse", [1.5, 1.6, 1.8], False, Margin(2.0, relative=True)),
+    }
+    assert row_bests(samples) == {"acc": "a", "rmse": "x"}  # higher accuracy, lower RMSE
+    against = compare_with_best(samples)
+    assert set(against) == {"b", "c", "y"}
+    raw = {k: welch(samples[k].values, samples[against[k].best].values).p for k in ("b", "y")}
+    low, high = sorted(raw.values())
+    assert sorted(c.p_holm for k, c in against.items() if k != "c") == pytest.approx(
+        [2 * low, max(2 * low, high)])  # Holm over the two tested comparisons
+    assert against["b"].verdict == "worse" and against["y"].verdict == "worse"
+    assert against["y"].margin == pytest.approx(0.022) and against["y"].margin_label == "2% = 0.022"
+    assert against["c"].verdict_text() == "too few runs"  # no margin text without a test
+    assert against["b"].verdict_text().startswith("worse (margin 0.1, TOST p=")

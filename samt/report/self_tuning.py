@@ -46,16 +46,12 @@ from matplotlib.figure import Figure
 from samt.report.aggregate import LRSweep, final_test_metric, final_val_metric
 from samt.report.plots import draw_profile, profile_taus, save_figure
 from samt.report.sensitivity import chosen, sweep_points
-from samt.report.significance import Margin, margin_text, row_margin
+from samt.report.significance import Margin, Sample, compare_with_best, row_bests
 from samt.report.stats import (
     ALPHA,
-    decide,
     format_p,
-    holm,
     performance_profile,
     summarize,
-    tost,
-    welch,
 )
 from samt.report.tables import PM, Cell, Table, decimals
 
@@ -176,42 +172,23 @@ def self_tuning(sweeps: list[LRSweep], margins: Mapping[str, float | Margin] | N
 def add_verdicts(records: list[dict], tests: Mapping[tuple[str, str], list[float]],
                  margins: Mapping[str, float | Margin | None]) -> None:
     """Fill ``best_optimizer``, ``p``, ``p_holm``, ``margin``, ``p_tost_holm`` and ``verdict``
-    of each record: Welch's test of its self-tuned test values against the workload's best
-    self-tuned mean, Holm over every comparison of the records, TOST with the row's margin."""
-    best: dict[str, dict] = {}
-    for rec in records:
-        sign = 1.0 if rec["higher_is_better"] else -1.0
-        mean = rec["lowo_test_mean"]
-        if math.isfinite(mean) and (rec["row"] not in best
-                                    or sign * mean > sign * best[rec["row"]]["lowo_test_mean"]):
-            best[rec["row"]] = rec
-    compared = []
-    for rec in records:
-        top = best.get(rec["row"])
-        rec.update(best_optimizer=top["optimizer"] if top else "", p=math.nan,
-                   p_holm=math.nan, margin=math.nan, p_tost_holm=math.nan,
-                   verdict="best mean" if rec is top else "too few runs")
-        if top is None or rec is top:
-            continue
-        mine, theirs = tests[(rec["row"], rec["optimizer"])], tests[(top["row"],
-                                                                     top["optimizer"])]
-        margin = margins.get(rec["row"])
-        rec["margin"] = (row_margin({"m": margin}, "m", top["lowo_test_mean"])
-                         if margin is not None else math.nan)
-        rec["margin_text"] = (margin_text({"m": margin}, "m", top["lowo_test_mean"])
-                              if margin is not None else "")
-        comparison = welch(mine, theirs)
-        rec["p"], rec["t"] = comparison.p, comparison.t
-        rec["p_tost"] = tost(mine, theirs, rec["margin"])
-        compared.append(rec)
-    for rec, p, p_tost in zip(compared, holm([r["p"] for r in compared]),
-                              holm([r["p_tost"] for r in compared]), strict=True):
-        rec["p_holm"], rec["p_tost_holm"] = p, p_tost
-        rec["verdict"] = decide(rec.pop("t"), p, p_tost, bool(rec["higher_is_better"]), ALPHA)
-        text = rec.pop("margin_text")
-        if text:
-            rec["verdict"] += f" (margin {text}, TOST {format_p(p_tost)})"
-        del rec["p_tost"]
+    of each record by ``compare_with_best``: its self-tuned test values against the workload's
+    best self-tuned mean, Holm over every comparison of the records, TOST with the row's
+    margin."""
+    samples = {i: Sample(rec["row"], tests[(rec["row"], rec["optimizer"])],
+                         bool(rec["higher_is_better"]), margins.get(rec["row"]))
+               for i, rec in enumerate(records)}
+    bests = row_bests(samples)
+    against = compare_with_best(samples)
+    for i, rec in enumerate(records):
+        top = bests.get(rec["row"])
+        rec.update(best_optimizer=records[top]["optimizer"] if top is not None else "",
+                   p=math.nan, p_holm=math.nan, margin=math.nan, p_tost_holm=math.nan,
+                   verdict="best mean" if i == top else "too few runs")
+        if i in against:
+            c = against[i]
+            rec.update(p=c.p, p_holm=c.p_holm, margin=c.margin, p_tost_holm=c.p_tost_holm,
+                       verdict=c.verdict_text())
 
 
 def profile_errors(table: pd.DataFrame) -> tuple[dict[str, dict[str, float]], list[str]]:
