@@ -71,7 +71,7 @@ table-cifar:  ## paper claim: CIFAR-10/100 CNN (needs the CIFAR files / internet
 table-cifar10-jpeg:  ## paper claim on CIFAR-10 (JPEG q75) offline: VGG-style CNN, crops and flips, 5 optimizers (~3 CPU-hours)
 	$(REPRODUCE) cifar10_jpeg $(ARGS)
 
-table-cosine:  ## beyond the paper: MNIST + Fashion-MNIST MLP-400 with every optimizer on a cosine schedule, SAMT included, chosen on the 5-seed mean (~6 CPU-hours)
+table-cosine:  ## beyond the paper: MNIST + Fashion-MNIST MLP-400 with every optimizer on a cosine schedule, SAMT included, chosen on the 5-seed mean (~3.5 CPU-hours)
 	$(REPRODUCE) mnist_mlp_cosine $(ARGS)
 
 table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
