@@ -6,7 +6,7 @@ DATA_ROOT ?= $(or $(SAMT_DATA_ROOT),data)
 export SAMT_DATA_ROOT := $(DATA_ROOT)
 
 .PHONY: help install data test test-data test-slow test-full lint run bench bench-resnet bench-runner table-mnist table-cnn table-protocol table-cifar table-cifar10-jpeg table-cosine \
-	table-regression table-variants table-smoke ablations transfer ablation-features ablation-groups report profiles \
+	table-mnist-seed-mean table-regression-seed-mean table-regression table-variants table-smoke ablations transfer ablation-features ablation-groups report profiles \
 	test-launchers clean
 # Tables: every stage (grid, extension rounds, finals) is one Hydra multirun through LAUNCHER:
 # local_parallel (joblib, JOBS runs at a time, one thread each), submitit_local, slurm, basic.
@@ -59,6 +59,23 @@ table-smoke:  ## a 10-run table on digits to check a LAUNCHER end to end (-> out
 table-mnist:  ## paper table: MNIST + Fashion-MNIST, MLP-400 (grid, seeds, report -> results/; LAUNCHER, JOBS, ARGS)
 	$(REPRODUCE) mnist_mlp $(ARGS)
 
+# Beyond the paper: every grid value on the 5 seeds (splits), the choice on the mean validation score
+# (tuning.choice: seed_mean), then the grid's own report: sensitivity, tuning budget, self-tuning.
+GRID_REPORT = --columns per-row --self-tuning --only final_val_metric,run_counts,self_tuning,all_runs,lr_sensitivity,sensitivity,tuning_budget,report
+table-mnist-seed-mean:  ## MNIST + Fashion-MNIST MLP-400, choices on the 5-seed mean, and the grid report (~7.5 CPU-hours)
+	$(REPRODUCE) mnist_mlp +tuning.choice=seed_mean '+tuning.margins={mnist:0.1,fashion_mnist:0.3}' \
+	  --runs runs/mnist_mlp_seed_mean --out results/mnist_mlp_seed_mean $(ARGS)
+	$(BIN)/samt-report runs/mnist_mlp_seed_mean/grid --out results/mnist_mlp_seed_mean/grid \
+	  --margin mnist=0.1 --margin fashion_mnist=0.3 $(GRID_REPORT)
+
+table-regression-seed-mean:  ## UCI energy, concrete, kin8nm, protein, choices on the 5-split mean, and the grid report (~4.5 CPU-hours)
+	$(REPRODUCE) regression +tuning.choice=seed_mean 'tuning.datasets=[uci_energy,uci_concrete,uci_kin8nm,uci_protein]' \
+	  --runs runs/regression_seed_mean --out results/regression_seed_mean $(ARGS)
+	$(BIN)/samt-report $$(cut -d, -f1 results/regression_seed_mean/all_runs.csv | tail -n +2) \
+	  --out results/regression_seed_mean --columns per-row --margin 2%
+	$(BIN)/samt-report runs/regression_seed_mean/grid --out results/regression_seed_mean/grid \
+	  --margin 2% $(GRID_REPORT)
+
 table-cnn:  ## architecture claim offline: small CNN on MNIST + Fashion-MNIST, with and without BatchNorm
 	$(REPRODUCE) cnn_small $(ARGS)
 
@@ -73,6 +90,8 @@ table-cifar10-jpeg:  ## paper claim on CIFAR-10 (JPEG q75) offline: VGG-style CN
 
 table-cosine:  ## beyond the paper: MNIST + Fashion-MNIST MLP-400 with every optimizer on a cosine schedule, SAMT included, chosen on the 5-seed mean (~3.5 CPU-hours)
 	$(REPRODUCE) mnist_mlp_cosine $(ARGS)
+	$(BIN)/samt-report runs/mnist_mlp_cosine/grid --out results/mnist_mlp_cosine/grid \
+	  --margin mnist=0.1 --margin fashion_mnist=0.3 $(GRID_REPORT)
 
 table-regression:  ## paper claim: the 9 UCI regression sets (RMSE)
 	$(REPRODUCE) regression $(ARGS)
